@@ -1,0 +1,45 @@
+"""The retriever contract shared by every index family."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import ClassVar, Self
+
+from .types import Document, Query, Ranking
+
+
+class Retriever(ABC):
+    """One index family: built from documents, saved to and loaded from a directory,
+    searched a batch of queries at a time.
+
+    ``search`` is the one method that matters; ``search_one`` is a convenience over it.
+    """
+
+    kind: ClassVar[str]
+
+    @classmethod
+    @abstractmethod
+    def build(cls, docs: Iterable[Document], **params) -> Self:
+        """Index a stream of documents."""
+
+    @abstractmethod
+    def search(self, queries: Sequence[Query], k: int = 10) -> list[Ranking]:
+        """Return one ranking of at most ``k`` hits per query, in the order given."""
+
+    @abstractmethod
+    def save(self, path: str | Path) -> None:
+        """Write the index directory atomically (manifest + arrays)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, path: str | Path) -> Self:
+        """Open an index directory written by :meth:`save`."""
+
+    @property
+    @abstractmethod
+    def num_docs(self) -> int: ...
+
+    def search_one(self, text: str, k: int = 10) -> Ranking:
+        return self.search([Query("q", text)], k)[0]
