@@ -47,3 +47,6 @@ RETRIEVERS = Registry(
         "bm25": "retrieval.bm25:BM25Retriever",
     },
 )
+
+#: Reranker families: each class scores (query, document) candidates.
+RERANKERS = Registry("reranker", {})

@@ -1,0 +1,182 @@
+"""Pipelines: first-stage retrievers, fused, then a cascade of rerankers.
+
+A pipeline is data (:class:`PipelineSpec`, loadable from YAML or JSON and validated at load)
+plus the loaded components (:class:`Pipeline`). Who loads the components decides where
+indexes live: the evaluation CLI caches them per dataset, the service per collection.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .base import Retriever
+from .errors import InvalidInput
+from .fusion import fuse
+from .registry import RERANKERS, RETRIEVERS
+from .types import Document, Query, Ranking
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RetrieverStage(_Strict):
+    retriever: str
+    depth: int = Field(100, ge=1, le=100_000, description="hits taken from this retriever")
+    weight: float = Field(1.0, ge=0, description="its weight in fusion")
+    params: dict[str, Any] = Field(default_factory=dict, description="index build parameters")
+    search: dict[str, Any] = Field(default_factory=dict, description="search-time parameters")
+
+
+class FusionSpec(_Strict):
+    method: Literal["rrf", "minmax", "zscore"] = "rrf"
+    k: int = Field(60, ge=0, description="RRF's rank constant")
+
+
+class RerankStage(_Strict):
+    reranker: str
+    depth: int = Field(100, ge=1, le=10_000, description="candidates this stage reads")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineSpec(_Strict):
+    name: str = "custom"
+    retrievers: list[RetrieverStage] = Field(min_length=1)
+    fusion: FusionSpec = FusionSpec()
+    rerankers: list[RerankStage] = Field(default_factory=list)
+    k: int = Field(100, ge=1, le=100_000, description="hits returned per query")
+
+    def model_post_init(self, _: Any) -> None:
+        for stage in self.retrievers:
+            if stage.retriever not in RETRIEVERS:
+                raise InvalidInput(
+                    f"pipeline {self.name!r}: unknown retriever {stage.retriever!r}; "
+                    f"valid: {', '.join(RETRIEVERS.names())}"
+                )
+        for stage in self.rerankers:
+            if stage.reranker not in RERANKERS:
+                raise InvalidInput(
+                    f"pipeline {self.name!r}: unknown reranker {stage.reranker!r}; "
+                    f"valid: {', '.join(RERANKERS.names()) or '(none installed)'}"
+                )
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], name: str | None = None) -> PipelineSpec:
+        """Validate a spec given as plain data; errors become one readable line."""
+        if name is not None:
+            data = {"name": name, **data}
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}" for err in e.errors()
+            )
+            raise InvalidInput(f"invalid pipeline spec: {problems}") from None
+
+    @classmethod
+    def resolve(cls, name_or_file: str) -> PipelineSpec:
+        """A preset by name, or a YAML / JSON file holding a spec."""
+        from .presets import PRESETS
+
+        if name_or_file in PRESETS:
+            return cls.parse(PRESETS[name_or_file], name=name_or_file)
+        path = Path(name_or_file)
+        if path.suffix.lower() in {".yaml", ".yml", ".json"}:
+            if not path.is_file():
+                raise InvalidInput(f"pipeline file {path} does not exist")
+            try:
+                text = path.read_text()
+                data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+            except (json.JSONDecodeError, yaml.YAMLError) as e:
+                raise InvalidInput(f"pipeline file {path} is not valid: {e}".splitlines()[0]) from None
+            if not isinstance(data, dict):
+                raise InvalidInput(f"pipeline file {path} must hold a mapping")
+            return cls.parse(data, name=data.get("name", path.stem))
+        raise InvalidInput(
+            f"unknown pipeline {name_or_file!r}: not a preset ({', '.join(sorted(PRESETS))}) "
+            "nor a .yaml/.json file"
+        )
+
+
+class DocumentSource(Protocol):
+    """Where rerankers read document text from (a docstore)."""
+
+    def get_many(self, ids: Sequence[str]) -> list[Document]: ...
+
+
+@dataclass
+class PipelineOutput:
+    rankings: list[Ranking]
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+class Pipeline:
+    """Loaded components for a :class:`PipelineSpec`.
+
+    Args:
+        spec: the validated spec.
+        retrievers: one loaded retriever per ``spec.retrievers`` entry, same order.
+        rerankers: one reranker per ``spec.rerankers`` entry (built from the registry if None).
+        docs: document source for the rerankers; required when there are rerankers.
+    """
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        retrievers: Sequence[Retriever],
+        rerankers: Sequence[Any] | None = None,
+        docs: DocumentSource | None = None,
+    ):
+        if len(retrievers) != len(spec.retrievers):
+            raise InvalidInput(f"{len(spec.retrievers)} retriever stages but {len(retrievers)} retrievers")
+        if rerankers is None:
+            rerankers = [RERANKERS.get(s.reranker)(**s.params) for s in spec.rerankers]
+        if rerankers and docs is None:
+            raise InvalidInput("rerankers need a document source")
+        self.spec, self.retrievers, self.rerankers, self.docs = spec, list(retrievers), list(rerankers), docs
+
+    def search(self, queries: Sequence[Query], k: int | None = None) -> PipelineOutput:
+        k = k or self.spec.k
+        timings: dict[str, float] = {}
+        per_retriever = []
+        for stage, retriever in zip(self.spec.retrievers, self.retrievers, strict=True):
+            t = time.perf_counter()
+            per_retriever.append(retriever.search(queries, k=stage.depth, **stage.search))
+            key = f"retrieve:{stage.retriever}"
+            timings[key] = timings.get(key, 0.0) + time.perf_counter() - t
+        t = time.perf_counter()
+        if len(per_retriever) == 1:
+            rankings = per_retriever[0]
+        else:
+            f = self.spec.fusion
+            weights = [s.weight for s in self.spec.retrievers]
+            rankings = [fuse(list(rs), f.method, weights, f.k) for rs in zip(*per_retriever, strict=True)]
+            timings[f"fuse:{f.method}"] = time.perf_counter() - t
+        for stage, reranker in zip(self.spec.rerankers, self.rerankers, strict=True):
+            t = time.perf_counter()
+            cands = [r.top(stage.depth) for r in rankings]
+            docs = [self.docs.get_many(list(c.doc_ids)) for c in cands]
+            reranked = reranker.rerank_batch(queries, docs)
+            # documents below this stage's depth keep their order, under the reranked ones
+            rankings = [_stack(rr, c_all, stage.depth) for rr, c_all in zip(reranked, rankings, strict=True)]
+            timings[f"rerank:{stage.reranker}"] = time.perf_counter() - t
+        return PipelineOutput([r.top(k) for r in rankings], timings)
+
+
+def _stack(reranked: Ranking, previous: Ranking, depth: int) -> Ranking:
+    """Reranked top ``depth`` first, then the rest of the previous ranking below them."""
+    rest_ids = previous.doc_ids[depth:]
+    if not rest_ids:
+        return reranked
+    floor = min(reranked.scores, default=0.0)
+    # keep the tail's order with scores strictly below the reranked head
+    rest_scores = tuple(floor - 1.0 - i for i in range(len(rest_ids)))
+    return Ranking(reranked.query_id, reranked.doc_ids + rest_ids, reranked.scores + rest_scores)

@@ -1,0 +1,5 @@
+"""Named pipelines. Each is a plain spec dict, validated by :class:`PipelineSpec` on use."""
+
+PRESETS: dict[str, dict] = {
+    "bm25": {"retrievers": [{"retriever": "bm25", "depth": 1000}], "k": 1000},
+}
