@@ -256,6 +256,7 @@ class PLAIDIndex(Retriever):
         sample = np.sort(rng.choice(n, sample_n, replace=False)) if sample_n < n else np.arange(n)
         dev = resolve_device(device)
         centroids = kmeans(np.asarray(vectors.vectors[sample]), k, kmeans_iters, seed, str(dev), show_progress)
+        centroids = centroids.half().float()  # as stored: residuals are taken against these exact values
         t_kmeans = time.perf_counter() - t0
         codes = assign(np.asarray(vectors.vectors), centroids).cpu().numpy().astype(np.int32)
         heldout = np.sort(rng.choice(n, min(n, 1 << 16), replace=False))

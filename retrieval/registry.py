@@ -45,8 +45,9 @@ RETRIEVERS = Registry(
     "retriever",
     {
         "bm25": "retrieval.bm25:BM25Retriever",
+        "colbert": "retrieval.plaid:PLAIDIndex",
     },
 )
 
 #: Reranker families: each class scores (query, document) candidates.
-RERANKERS = Registry("reranker", {})
+RERANKERS = Registry("reranker", {"colbert": "rerank.colbert:ColBERTReranker"})
