@@ -69,7 +69,7 @@ def cmd_eval(args) -> int:
         other, base_pq = score_run(dataset, read_run(args.compare), metrics, True)
         report["significance"] = {
             m: {
-                "baseline": args.compare,
+                "baseline": str(args.compare),
                 "baseline_mean": round(other[m], 6),
                 "t_test_p": paired_t_test(pq[m], base_pq[m]),
                 "randomization_p": randomization_test(pq[m], base_pq[m]),
