@@ -23,13 +23,13 @@ from typing import Self
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from indexing.corpus import check_unique
 
 from .analysis import Analyzer
 from .base import Retriever
 from .errors import InvalidInput
+from .progress import progress
 from .storage import read_index, write_index
 from .topk import id_ranks, top_k_ranking
 from .types import Document, Query, Ranking
@@ -140,7 +140,7 @@ class BM25Retriever(Retriever):
         doc_ids: list[str] = []
         post_terms, post_docs, post_tfs, lens = array("i"), array("i"), array("i"), array("i")
         docs = check_unique(docs)
-        for doc in tqdm(docs, desc="bm25 index", unit="doc", disable=not show_progress, mininterval=1):
+        for doc in progress(docs, "bm25 index", enabled=show_progress):
             d = len(doc_ids)
             doc_ids.append(doc.id)
             terms = analyzer(doc.contents)
