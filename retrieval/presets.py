@@ -2,4 +2,5 @@
 
 PRESETS: dict[str, dict] = {
     "bm25": {"retrievers": [{"retriever": "bm25", "depth": 1000}], "k": 1000},
+    "bm25-lucene": {"retrievers": [{"retriever": "lucene-bm25", "depth": 1000}], "k": 1000},
 }
