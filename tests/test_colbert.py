@@ -1,7 +1,9 @@
-"""ColBERT encoders on a tiny random BERT: markers, [MASK] expansion, punctuation, layouts."""
+"""ColBERT on a tiny random BERT: encoder layouts, markers, [MASK] expansion, punctuation;
+the PLAID index and the MaxSim reranker driven from text."""
 
 import json
 import logging
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -9,8 +11,14 @@ import torch
 from safetensors.torch import save_file
 from transformers import BertConfig, BertModel, BertTokenizer
 
+from rerank.colbert import ColBERTReranker
 from retrieval.colbert import ColBERTEncoder, detect_format, random_orthonormal
 from retrieval.errors import InvalidInput
+from retrieval.maxsim import MaxSim
+from retrieval.pipeline import PipelineSpec
+from retrieval.plaid import PLAIDIndex, SearchParams
+from retrieval.registry import RERANKERS
+from retrieval.types import Document, Query
 
 WORDS = "the a stem cell cells grow in bone marrow protein gene virus hello world quick brown fox".split()
 VOCAB = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *".,;:!?()-'\"", *WORDS]
@@ -165,3 +173,50 @@ def test_bad_settings(parts):
         ColBERTEncoder(str(_colbert_dir(parts)), device="cpu", projection_dim=8)
     with pytest.raises(InvalidInput, match="marker"):
         ColBERTEncoder(str(_tokens_dir(parts)), device="cpu", query_marker="[Q]")
+
+
+# -- the index and the reranker from text, through the encoder ------------------------------
+
+DOCS = [
+    Document("a", "stem cells grow in bone marrow", "stem"),
+    Document("b", "the quick brown fox"),
+    Document("c", "a virus protein gene"),
+    Document("d", "hello world , hello fox"),
+    Document("e", "bone marrow protein"),
+    Document("f", "cells grow quick"),
+]
+EXHAUSTIVE = asdict(SearchParams.exhaustive())
+
+
+def test_index_from_text_search_update_save_load(parts, tmp_path):
+    index = PLAIDIndex.build(DOCS, model=str(_tokens_dir(parts)), nbits=4, num_centroids=16, device="cpu",
+                             show_progress=False)  # fmt: skip
+    queries = [Query("q1", "bone marrow"), Query("q2", "quick brown fox")]
+    got = index.search(queries, k=3, **EXHAUSTIVE)
+    ref_s, ref_i = MaxSim(index.decompressed()).search(index.encoder.encode_queries([q.text for q in queries]), 3)
+    for r, s, i in zip(got, ref_s, ref_i, strict=True):
+        assert list(r.doc_ids) == list(index.doc_ids[i])
+        np.testing.assert_allclose(r.scores, s, atol=1e-4)
+    index.add([Document("g", "gene virus virus gene")])
+    assert index.search([Query("q", "gene virus virus gene")], k=1, **EXHAUSTIVE)[0].doc_ids == ("g",)
+    index.delete(["b"])
+    assert "b" not in index.search(queries, k=5, **EXHAUSTIVE)[1].doc_ids
+    index.save(tmp_path / "colbert")
+    loaded = PLAIDIndex.load(tmp_path / "colbert", device="cpu")
+    assert loaded.search(queries, k=5, **EXHAUSTIVE) == index.search(queries, k=5, **EXHAUSTIVE)
+
+
+def test_reranker_scores_are_exact_maxsim(parts):
+    rr = ColBERTReranker(str(_colbert_dir(parts)), device="cpu")
+    scores = rr.score("bone marrow cells", DOCS[:3])
+    q = rr.encoder.encode_queries(["bone marrow cells"])[0]
+    d = rr.encoder.encode_documents([x.contents for x in DOCS[:3]])
+    np.testing.assert_allclose(scores, [(q @ d[i].T).max(axis=1).sum() for i in range(3)], rtol=1e-5)
+    ranked = rr.rerank(Query("q", "bone marrow cells"), DOCS[:3])
+    assert list(ranked.doc_ids) == [DOCS[i].id for i in np.argsort(-scores)]
+
+
+def test_colbert_preset_is_valid():
+    spec = PipelineSpec.resolve("colbert")
+    assert spec.retrievers[0].retriever == "colbert"
+    assert RERANKERS.get("colbert") is ColBERTReranker
