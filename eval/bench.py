@@ -19,6 +19,7 @@ BENCHMARKS = Registry(
     "benchmark",
     {
         "bm25": "eval.benchmarks.bm25:run",
+        "plaid": "eval.benchmarks.plaid:run",
     },
 )
 

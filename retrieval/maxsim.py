@@ -9,6 +9,7 @@ candidates' text on the fly and reranks them, as a reranker stage.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,6 +17,15 @@ import numpy as np
 from .colbert import MultiVectors
 from .errors import IndexMismatch, InvalidInput, require
 from .models import resolve_device
+
+
+def as_tensor(a, device, dtype=None):
+    """A numpy array (memory-mapped, read-only too) as a torch tensor on ``device``, no extra copy on CPU."""
+    torch = require("torch", "models")
+    with warnings.catch_warnings():  # read-only memory maps: we never write through the tensor
+        warnings.simplefilter("ignore", UserWarning)
+        x = torch.from_numpy(np.asarray(a))
+    return x.to(device, dtype) if dtype is not None else x.to(device)
 
 
 def maxsim_padded(q, q_mask, d, d_mask):
@@ -66,8 +76,8 @@ class MaxSim:
         torch = require("torch", "models")
         self.device = resolve_device(device)
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        self.vectors = torch.as_tensor(np.asarray(vectors.vectors)).to(self.device, dtype)
-        self.offsets = torch.as_tensor(np.asarray(vectors.offsets, dtype=np.int64)).to(self.device)
+        self.vectors = as_tensor(vectors.vectors, self.device, dtype)
+        self.offsets = as_tensor(np.asarray(vectors.offsets, dtype=np.int64), self.device)
         self.dim = int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
         self.chunk_tokens = chunk_tokens
 

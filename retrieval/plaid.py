@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 from .base import Retriever
 from .colbert import ColBERTEncoder, MultiVectors
 from .errors import IndexMismatch, InvalidInput, NotFound, require
-from .maxsim import maxsim_pairs, pad_rows
+from .maxsim import as_tensor, maxsim_pairs, pad_rows
 from .models import DEFAULT_DENSE_MODEL, resolve_device
 from .residual import ResidualCodec
 from .storage import read_index, write_index
@@ -414,10 +413,7 @@ class PLAIDIndex(Retriever):
             dev = self.device
 
             def t(a, dtype=None):
-                with warnings.catch_warnings():  # memory-mapped arrays are read-only; we never write
-                    warnings.simplefilter("ignore", UserWarning)
-                    x = torch.from_numpy(np.asarray(a))
-                return x.to(dev, dtype) if dtype is not None else x.to(dev)
+                return as_tensor(a, dev, dtype)
 
             cents = t(self.centroids, torch.float32)
             self._t = {
