@@ -39,9 +39,15 @@ def maxsim_padded(q, q_mask, d, d_mask):
         (B, N) float32 scores; a document with no token scores -inf.
     """
     torch = require("torch", "models")
-    s = torch.einsum("bid,njd->bnij", q.float(), d.float())
-    s = s.masked_fill(~d_mask[None, :, None, :], float("-inf")).amax(dim=-1)
-    return s.masked_fill(~q_mask[:, None, :], 0.0).sum(dim=-1)
+    b, lq, dim = q.shape
+    n, ld, _ = d.shape
+    if ld == 0:  # only empty documents
+        return torch.full((b, n), float("-inf"), device=q.device)
+    # one GEMM over flat tokens, then an in-place -inf bias on padding and one max: no 4-D copies
+    s = (q.reshape(b * lq, dim).float() @ d.reshape(n * ld, dim).float().T).view(b * lq, n, ld)
+    s += torch.zeros((n, ld), device=s.device).masked_fill_(~d_mask, float("-inf"))
+    s = s.amax(dim=-1).view(b, lq, n)
+    return s.masked_fill_(~q_mask[:, :, None], 0.0).sum(dim=1)
 
 
 def maxsim_pairs(q, q_mask, d, d_mask):
@@ -72,7 +78,7 @@ class MaxSim:
         chunk_tokens: document tokens scored per step (bounds memory).
     """
 
-    def __init__(self, vectors: MultiVectors, device: str | None = None, chunk_tokens: int = 1 << 18):
+    def __init__(self, vectors: MultiVectors, device: str | None = None, chunk_tokens: int = 1 << 16):
         torch = require("torch", "models")
         self.device = resolve_device(device)
         dtype = torch.float16 if self.device.type == "cuda" else torch.float32
@@ -91,18 +97,24 @@ class MaxSim:
         q, m = queries.padded()
         return torch.as_tensor(q).to(self.device, self.vectors.dtype), torch.as_tensor(m).to(self.device)
 
-    def scores(self, queries: MultiVectors):
-        """(num queries, num docs) float32 torch tensor of MaxSim scores (-inf: empty doc)."""
+    def scores(self, queries: MultiVectors, budget: int = 1 << 25):
+        """(num queries, num docs) float32 torch tensor of MaxSim scores (-inf: empty doc).
+
+        Work is cut into (query batch x document chunk) blocks of about ``budget`` scores.
+        """
         torch = require("torch", "models")
         q, qm = self._queries(queries)
         n = len(self)
         out = torch.empty((len(q), n), dtype=torch.float32, device=self.device)
         lens = self.offsets[1:] - self.offsets[:-1]
-        per = max(1, self.chunk_tokens // max(1, int(lens.max()) if n else 1))
+        width = max(1, int(lens.max()) if n else 1)
+        per = max(1, self.chunk_tokens // width)
+        qb = max(1, budget // (per * width * max(1, q.shape[1])))
         for s in range(0, n, per):
             rows = torch.arange(s, min(n, s + per), device=self.device)
             d, dm = pad_rows(self.vectors, self.offsets, rows)
-            out[:, s : s + per] = maxsim_padded(q, qm, d, dm)
+            for b in range(0, len(q), qb):
+                out[b : b + qb, s : s + per] = maxsim_padded(q[b : b + qb], qm[b : b + qb], d, dm)
         return out
 
     def search(self, queries: MultiVectors, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
