@@ -131,7 +131,7 @@ def kmeans(
     if not 0 < k <= n:
         raise InvalidInput(f"k-means needs 1 <= k <= #points, got k={k} for {n} points")
     gen = torch.Generator().manual_seed(seed)
-    points = (x if hasattr(x, "device") else torch.as_tensor(np.asarray(x, dtype=np.float32))).float().to(dev)
+    points = (x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float32))).float().to(dev)
     centroids = points[torch.randperm(n, generator=gen)[:k].to(dev)].clone()
     for _ in tqdm(range(iters), desc="k-means", unit="iter", disable=not show_progress):
         labels = assign(points, centroids, nprobe=nprobe, two_level_from=two_level_from)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from indexing.colbert_encode import prune_tokens
-from indexing.kmeans import default_num_centroids, kmeans
+from indexing.kmeans import assign, default_num_centroids, kmeans
 from retrieval.colbert import MultiVectors
 from retrieval.errors import IndexMismatch, InvalidInput, NotFound
 from retrieval.maxsim import MaxSim
@@ -130,6 +130,20 @@ def test_kmeans_is_deterministic_and_converges():
     assert objective[-1] > objective[0]
     with pytest.raises(InvalidInput):
         kmeans(x[:4], 8)
+
+
+def test_two_level_assignment_matches_exact_on_clustered_centroids():
+    g = torch.Generator().manual_seed(0)
+    tops = torch.nn.functional.normalize(torch.randn(64, DIM, generator=g), dim=1)
+    cents = torch.nn.functional.normalize(tops.repeat_interleave(64, 0) + 0.3 * torch.randn(4096, DIM, generator=g), dim=1)
+    pts = torch.nn.functional.normalize(cents[torch.randint(0, 4096, (3000,), generator=g)]
+                                        + 0.1 * torch.randn(3000, DIM, generator=g), dim=1)  # fmt: skip
+    exact = assign(pts, cents, two_level_from=1 << 62)
+    two = assign(pts, cents, nprobe=8)  # 4096 centroids: two-level
+    assert torch.equal(two, assign(pts, cents, nprobe=8))  # deterministic
+    assert (two == exact).float().mean() >= 0.97
+    got, best = (pts * cents[two]).sum(1), (pts * cents[exact]).sum(1)
+    assert (got <= best + 1e-6).all() and (best - got).mean() < 0.01
 
 
 def test_build_is_deterministic(data, index):
