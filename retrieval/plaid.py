@@ -263,14 +263,14 @@ class PLAIDIndex(Retriever):
         )
         centroids = centroids.half().float()  # as stored: residuals are taken against these exact values
         t_kmeans = time.perf_counter() - t0
-        codes = assign(np.asarray(vectors.vectors), centroids, **two_level).cpu().numpy().astype(np.int32)
+        codes = assign(np.asarray(vectors.vectors), centroids, **two_level).cpu().numpy().astype(_code_dtype(k))
         heldout = np.sort(rng.choice(n, min(n, 1 << 16), replace=False))
         held = torch.as_tensor(np.asarray(vectors.vectors[heldout], np.float32)).to(dev)
-        codec = ResidualCodec.fit((held - centroids[torch.as_tensor(codes[heldout]).to(dev)]).cpu().numpy(), nbits)
+        codec = ResidualCodec.fit((held - centroids[torch.as_tensor(codes[heldout].astype(np.int64)).to(dev)]).cpu().numpy(), nbits)
         residuals = np.empty((n, codec.packed_width(dim)), np.uint8)
         for s in range(0, n, 1 << 16):
             x = torch.as_tensor(np.asarray(vectors.vectors[s : s + (1 << 16)], np.float32)).to(dev)
-            c = torch.as_tensor(codes[s : s + (1 << 16)]).to(dev).long()
+            c = torch.as_tensor(codes[s : s + (1 << 16)].astype(np.int64)).to(dev)
             residuals[s : s + len(x)] = codec.compress(x - centroids[c]).cpu().numpy()
         info = {
             "build_s": round(time.perf_counter() - t0, 3), "kmeans_s": round(t_kmeans, 3),
@@ -312,7 +312,7 @@ class PLAIDIndex(Retriever):
         packed = self.codec.compress(x - cents[codes]).numpy()
         base = self.doc_offsets[-1]
         self._replace(
-            np.concatenate([self.codes, codes.numpy().astype(np.int32)]),
+            np.concatenate([self.codes, codes.numpy().astype(self.codes.dtype)]),
             np.concatenate([self.residuals, packed]),
             np.concatenate([self.doc_offsets, base + np.asarray(vectors.offsets[1:], np.int64)]),
             np.concatenate([self.doc_ids, doc_ids]),
@@ -425,13 +425,13 @@ class PLAIDIndex(Retriever):
             cents = t(self.centroids, torch.float32)
             self._t = {
                 "centroids": cents,
-                "codes": t(self.codes, torch.long),
+                "codes": t(np.asarray(self.codes, np.int64)),
                 "residuals": t(self.residuals),
                 "doc_offsets": t(self.doc_offsets),
                 "ivf_indptr": t(self.postings["ivf_indptr"]),
                 "ivf_pids": t(self.postings["ivf_pids"], torch.long),
                 "bag_offsets": t(self.postings["bag_offsets"]),
-                "bag_codes": t(self.postings["bag_codes"], torch.long),
+                "bag_codes": t(np.asarray(self.postings["bag_codes"], np.int64)),
                 "table": torch.as_tensor(self.codec.lookup_table(), device=dev),
             }
         return self._t
@@ -589,5 +589,10 @@ def _postings(codes: np.ndarray, doc_offsets: np.ndarray, num_centroids: int) ->
     np.cumsum(np.bincount(bag_code, minlength=num_centroids), out=ivf_indptr[1:])
     return {
         "ivf_indptr": ivf_indptr, "ivf_pids": bag_doc[order].astype(np.int32),
-        "bag_offsets": bag_offsets, "bag_codes": bag_code.astype(np.int32),
+        "bag_offsets": bag_offsets, "bag_codes": bag_code.astype(_code_dtype(num_centroids)),
     }  # fmt: skip
+
+
+def _code_dtype(num_centroids: int):
+    """Centroid ids in 2 bytes when they fit (up to 65,536 centroids), else 4."""
+    return np.uint16 if num_centroids <= 1 << 16 else np.int32
