@@ -85,6 +85,20 @@ def test_default_plaid_settings_find_most_of_exact_top10(index, data):
     assert _recall(pruned, ref) == 1.0
 
 
+def test_stored_vectors_make_the_last_stage_exact(data, tmp_path):
+    docs, queries, ids = data
+    idx = PLAIDIndex.from_vectors(ids, docs, nbits=1, num_centroids=64, store_vectors=True, show_progress=False)
+    ref_s, ref_i = MaxSim(docs).search(queries, 10)
+    s, i = idx.search_vectors(queries, 10, **EXHAUSTIVE)
+    np.testing.assert_array_equal(i, ref_i)  # 1-bit residuals, yet exact: scored on the originals
+    np.testing.assert_allclose(s, ref_s, atol=1e-3)
+    idx.delete(["d0"])
+    idx.add_vectors(["d0"], MultiVectors.from_list([docs[0]]))
+    idx.save(tmp_path / "v")
+    _, i2 = PLAIDIndex.load(tmp_path / "v").search_vectors(queries, 10, **EXHAUSTIVE)
+    np.testing.assert_array_equal(np.where(i2 == len(ids) - 1, 0, np.where(i2 >= 0, i2 + 1, -1)), ref_i)
+
+
 def test_defaults_per_k():
     assert SearchParams.for_k(10) == SearchParams(1, 0.5, 256)
     assert SearchParams.for_k(100) == SearchParams(2, 0.45, 1024)
