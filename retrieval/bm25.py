@@ -14,6 +14,7 @@ for any ``k1``/``b`` without re-tokenizing the corpus.
 
 from __future__ import annotations
 
+import copy
 import logging
 from array import array
 from collections import Counter
@@ -170,19 +171,29 @@ class BM25Retriever(Retriever):
             variant=variant,
         )
 
-    def _weight_matrix(self) -> sp.csr_matrix:
+    def _weight_matrix(self, stats: tuple[np.ndarray, int, float] | None = None) -> sp.csr_matrix:
         n_docs = len(self.doc_lens)
-        df = np.diff(self.indptr).astype(np.float64)
-        avgdl = float(self.doc_lens.sum()) / n_docs
+        if stats is None:
+            df, corpus_docs, avgdl = np.diff(self.indptr).astype(np.float64), n_docs, float(self.doc_lens.sum()) / n_docs
+        else:
+            df, corpus_docs, avgdl = np.asarray(stats[0], dtype=np.float64), stats[1], stats[2]
         term_of_posting = np.repeat(np.arange(len(self.vocab)), np.diff(self.indptr))
         idf, tf_part = VARIANTS[self.variant](
             self.tfs.astype(np.float64), self.doc_lens[self.postings].astype(np.float64),
-            df, n_docs, avgdl, self.k1, self.b,
+            df, corpus_docs, avgdl, self.k1, self.b,
         )  # fmt: skip
         weights = (idf[term_of_posting] * tf_part).astype(np.float32)
         return sp.csr_matrix(
             (weights, np.asarray(self.postings), np.asarray(self.indptr)), shape=(len(self.vocab), n_docs)
         )
+
+    def with_corpus_stats(self, df: np.ndarray, n_docs: int, avgdl: float) -> Self:
+        """A copy that scores with another corpus's statistics (one df per vocabulary term,
+        document count, mean length), so that segments of one collection, searched apart,
+        give the scores one index over the whole collection would give."""
+        other = copy.copy(self)
+        other._matrix = self._weight_matrix((df, n_docs, avgdl))
+        return other
 
     # -- search --------------------------------------------------------------------------
 
