@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from retrieval.errors import IndexMismatch, InvalidInput, NotFound
 from retrieval.pipeline import Pipeline, PipelineSpec, RetrieverStage
@@ -73,6 +73,12 @@ class ChunkingSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     max_tokens: int = Field(256, ge=8, le=8192, description="whitespace tokens per chunk")
     overlap: int = Field(32, ge=0, le=1024)
+
+    @model_validator(mode="after")
+    def _overlap_below_max(self) -> ChunkingSpec:
+        if self.overlap >= self.max_tokens:
+            raise ValueError(f"overlap ({self.overlap}) must be below max_tokens ({self.max_tokens})")
+        return self
 
     def config(self) -> ChunkConfig:
         return ChunkConfig(self.max_tokens, self.overlap)
