@@ -30,13 +30,18 @@ async def _cascade_error(request: Request, exc: CascadeError) -> JSONResponse:
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-    problems, seen = [], set()
-    for err in exc.errors()[:10]:
+    problems: list[str] = []
+    by_place: dict[str, list[dict]] = {}
+    for err in exc.errors():
         if err.get("type") == "json_invalid":
             problems.append(f"invalid JSON: {err.get('ctx', {}).get('error', err['msg'])}")
-        elif (where := _where(err["loc"])) not in seen:  # a union's first member speaks for it
-            seen.add(where)
-            problems.append(f"{where}: {err['msg']}")
+        else:
+            by_place.setdefault(_where(err["loc"]), []).append(err)
+    for where, errs in list(by_place.items())[:10]:
+        # a union (str | list) reports one error per member: the member of the input's own
+        # type says what is wrong, the other only that the type differs ("..._type")
+        best = next((e for e in errs if not e["type"].endswith("_type")), errs[0])
+        problems.append(f"{where}: {best['msg']}")
     return error_response(422, "ValidationError", "; ".join(problems) or "invalid request")
 
 

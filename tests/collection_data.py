@@ -4,7 +4,16 @@ import random
 
 from retrieval.types import Document
 
-WORDS = [f"w{i}" for i in range(300)] + ["stem", "cell", "heart", "blood", "neuron", "gene", "protein", "virus"]
+WORDS = [f"w{i}" for i in range(300)] + [
+    "stem",
+    "cell",
+    "heart",
+    "blood",
+    "neuron",
+    "gene",
+    "protein",
+    "virus",
+]
 
 
 def make_docs(n: int, seed: int = 0, start: int = 0, prefix: str = "d") -> list[Document]:

@@ -53,7 +53,11 @@ def test_segments_and_tombstones_match_one_fresh_index(tmp_path, monkeypatch):
         assert coll.upsert(docs[i : i + 100]).added == 100
     builds = []
     original = BM25Retriever.build.__func__
-    monkeypatch.setattr(BM25Retriever, "build", classmethod(lambda cls, d, **kw: builds.append(d := list(d)) or original(cls, d, **kw)))
+    monkeypatch.setattr(
+        BM25Retriever,
+        "build",
+        classmethod(lambda cls, d, **kw: builds.append(d := list(d)) or original(cls, d, **kw)),
+    )
     # unchanged documents: nothing re-encoded, no segment
     again = coll.upsert(docs[:50])
     assert (again.unchanged, again.segment, builds) == (50, None, [])
@@ -63,7 +67,9 @@ def test_segments_and_tombstones_match_one_fresh_index(tmp_path, monkeypatch):
     assert (res.updated, res.unchanged, res.added) == (20, 10, 0)
     assert sorted(c.id for c in builds[0]) == sorted(f"{d.id}#0" for d in changed)
     assert coll.delete(ids=[d.id for d in docs[100:130]] + ["no-such-doc"]) == 30
-    assert coll.delete(where={"group": 3}) == len([d for d in docs if d.metadata["group"] == 3 and not 100 <= d.metadata["n"] < 130])
+    assert coll.delete(where={"group": 3}) == len(
+        [d for d in docs if d.metadata["group"] == 3 and not 100 <= d.metadata["n"] < 130]
+    )
     live = {d.id: d for d in docs}
     live.update({d.id: d for d in changed})
     live = [d for i, d in live.items() if not (100 <= d.metadata["n"] < 130) and d.metadata["group"] != 3]
@@ -89,7 +95,7 @@ def test_filters_give_the_filtered_exact_top_k(tmp_path):
     ref = BM25Retriever.build(whole(live), show_progress=False)
     where = {"n": {"$lt": 150}, "group": {"$in": [0, 1]}}
     keep = {f"{d.id}#0" for d in live if d.metadata["n"] < 150 and d.metadata["group"] in (0, 1)}
-    for i, q in enumerate(make_queries(20)):
+    for q in make_queries(20):
         full = ref.search([Query("q", q)], k=1000)[0]
         expected = [d for d in full.doc_ids if d in keep][:7]
         got = coll.search([Query("q", q)], k=7, where=where).hits[0]
