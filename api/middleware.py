@@ -5,6 +5,7 @@ request ids, body size limits, metrics, and the 500 answer for bugs.
   generated otherwise; always on the response.
 - Body size: a ``Content-Length`` over the limit is refused with 413 before reading; a
   streamed body is counted as it arrives and refused (413) once over.
+- ``Server-Timing: app;dur=MS``: the server's time from the request to the response head.
 - A bug (any exception that is not the project's) becomes a JSON 500 carrying the request id;
   the traceback goes to the log, never to the client.
 """
@@ -55,7 +56,9 @@ class ServiceMiddleware:
         async def send_with_id(message):
             if message["type"] == "http.response.start":
                 status["code"], status["started"] = message["status"], True
-                message = {**message, "headers": [*message.get("headers", []), rid_header]}
+                # Server-Timing: the server's own time up to the response, for clients and load tests
+                timing = (b"server-timing", f"app;dur={(time.perf_counter() - t0) * 1000:.3f}".encode())
+                message = {**message, "headers": [*message.get("headers", []), rid_header, timing]}
             await send(message)
 
         received = 0

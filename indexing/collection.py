@@ -514,6 +514,7 @@ class Collection:
         Raises:
             IndexMismatch: the pipeline needs an index the collection lacks; InvalidInput: bad filter.
         """
+        t0 = time.perf_counter()
         spec = pipeline or self.config.pipeline
         self.check_stages(spec)
         predicate = compile_filter(where)
@@ -525,7 +526,7 @@ class Collection:
             )
         with self.lease() as snap:
             if not snap.views:
-                return SearchOutput([[] for _ in queries], {})
+                return SearchOutput([[] for _ in queries], {"total": time.perf_counter() - t0})
             ctx = SnapshotSearch(snap, predicate)
             pipe = Pipeline(spec, [ctx.retriever(stage_key(s)) for s in spec.retrievers], rerankers, docs=ctx)
             out = pipe.search(queries, k)
@@ -533,6 +534,7 @@ class Collection:
             hits = [self._hits(r, ctx, with_documents) for r in out.rankings]
             if with_documents:
                 out.timings_s["fetch"] = time.perf_counter() - t
+        out.timings_s["total"] = time.perf_counter() - t0
         return SearchOutput(hits, out.timings_s)
 
     @staticmethod
