@@ -226,10 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_serve(sub) -> None:
     """``cascade serve`` lives with the API app; it is only registered when that module exists."""
     try:
-        from api.server import add_serve_parser
+        from api.server import add_collection_parser, add_serve_parser
     except ImportError:
         return
     add_serve_parser(sub)
+    add_collection_parser(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -73,3 +73,72 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--access-log", action="store_true")
     s.set_defaults(func=cmd_serve)
     return s
+
+
+# -- cascade collection ----------------------------------------------------------------------
+
+
+def cmd_collection(args) -> int:
+    from indexing.corpus import read_corpus
+    from indexing.engine import Engine
+    from retrieval.progress import progress
+
+    if args.action != "list" and not args.name:
+        raise InvalidInput(f"cascade collection {args.action} needs a collection name")
+    engine = Engine(args.data_dir, background_compaction=False)
+    try:
+        if args.action == "list":
+            out = {"collections": [engine.collection(n).info() for n in engine.collection_names()]}
+            for c in out["collections"]:
+                c.pop("config")
+        else:
+            if args.action == "create":
+                chunking = {"max_tokens": args.max_tokens, "overlap": args.overlap}
+                engine.create_collection(args.name, args.pipeline, chunking)
+            coll = engine.collection(args.name)
+            totals = {"added": 0, "updated": 0, "unchanged": 0}
+            if args.corpus is not None:
+                if not args.corpus.exists():
+                    raise InvalidInput(f"corpus {args.corpus} does not exist")
+                batch: list = []
+                docs = progress(read_corpus(args.corpus, args.format), f"ingest {args.name}")
+                for doc in docs:
+                    batch.append(doc)
+                    if len(batch) >= args.batch_size:
+                        _add(totals, coll.upsert(batch))
+                        batch = []
+                if batch:
+                    _add(totals, coll.upsert(batch))
+                coll.compact(full=True)
+            out = {**coll.info(), **totals}
+            out.pop("config")
+    finally:
+        engine.close()
+    print(json.dumps(out) if args.json else json.dumps(out, indent=2))
+    return 0
+
+
+def _add(totals: dict, result) -> None:
+    for k in totals:
+        totals[k] += getattr(result, k)
+
+
+def add_collection_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``cascade collection create|ingest|list`` (the service's collections, offline)."""
+    c = subparsers.add_parser(
+        "collection", help="create, fill or list the server's collections (server stopped)"
+    )
+    c.add_argument("action", choices=["create", "ingest", "list"])
+    c.add_argument("name", nargs="?", help="collection name (create, ingest)")
+    c.add_argument("--data-dir", type=Path, default=Path("cascade-data"))
+    c.add_argument("--pipeline", default="bm25", help="preset whose retriever stages the collection indexes")
+    c.add_argument("--corpus", type=Path, help="documents to add: BEIR dir, .jsonl/.csv/.tsv file or folder")
+    c.add_argument(
+        "--format", default="auto", choices=["auto", "beir", "jsonl", "csv", "tsv", "msmarco", "folder"]
+    )
+    c.add_argument("--max-tokens", type=int, default=256, help="chunk size in whitespace tokens")
+    c.add_argument("--overlap", type=int, default=32)
+    c.add_argument("--batch-size", type=int, default=5000, help="documents per segment while ingesting")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_collection)
+    return c

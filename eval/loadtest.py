@@ -45,6 +45,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _cpu_seconds(proc: subprocess.Popen | None) -> float | None:
+    """User + system CPU of a child process so far (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()
+    except (AttributeError, OSError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _check_loopback(url: str) -> None:
     host = urlparse(url).hostname or ""
     try:
@@ -109,6 +118,7 @@ async def _phase(httpx, url: str, body_for, concurrency: int, max_requests: int,
     latencies: list[float] = []
     pipeline_ms: list[float] = []
     server_ms: list[float] = []
+    pipeline_cpu_ms: list[float] = []
     errors: dict[str, int] = {}
     issued = 0
     deadline = time.monotonic() + max_seconds
@@ -131,7 +141,9 @@ async def _phase(httpx, url: str, body_for, concurrency: int, max_requests: int,
                 if r.status_code != 200:
                     errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
                 else:
-                    pipeline_ms.append(r.json()["timings_ms"]["total"])
+                    timings = r.json()["timings_ms"]
+                    pipeline_ms.append(timings["total"])
+                    pipeline_cpu_ms.append(timings.get("total_cpu", 0.0))
                     server_ms.append(float(r.headers["server-timing"].partition("dur=")[2]))
 
         t0 = time.perf_counter()
@@ -150,6 +162,7 @@ async def _phase(httpx, url: str, body_for, concurrency: int, max_requests: int,
         "server_ms": _percentiles(server),  # Server-Timing: the server's time to the response head
         # per request, what the server adds to the pipeline (HTTP, validation, threads, JSON)
         "server_overhead_ms": _percentiles(server - pipe),
+        "_pipeline_cpu_mean": float(np.mean(pipeline_cpu_ms)) if pipeline_cpu_ms else 0.0,
     }
 
 
@@ -200,8 +213,17 @@ def run_loadtest(
             return {"collection": name, "query": queries[i % len(queries)], "k": k, "pipeline": preset}
 
         asyncio.run(_phase(httpx, url, body_for, 4, 100, 30))  # warm-up: threads, caches, connections
+        cpu0 = _cpu_seconds(proc)
         seq = asyncio.run(_phase(httpx, url, body_for, 1, sequential_requests, seconds))
+        if cpu0 is not None:
+            # the server's CPU per request (all its threads) minus the pipeline's own CPU: what
+            # the HTTP layer costs, a figure that machine load does not inflate the way it does wall time
+            per_request = (_cpu_seconds(proc) - cpu0) * 1000 / max(seq["requests"], 1)
+            seq["server_cpu_ms_per_request"] = round(per_request, 3)
+            seq["http_cpu_ms_per_request"] = round(per_request - seq.pop("_pipeline_cpu_mean"), 3)
         conc = asyncio.run(_phase(httpx, url, body_for, concurrency, requests, seconds))
+        conc.pop("_pipeline_cpu_mean")
+        seq.pop("_pipeline_cpu_mean", None)
     finally:
         if proc is not None:
             proc.terminate()

@@ -514,7 +514,7 @@ class Collection:
         Raises:
             IndexMismatch: the pipeline needs an index the collection lacks; InvalidInput: bad filter.
         """
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         spec = pipeline or self.config.pipeline
         self.check_stages(spec)
         predicate = compile_filter(where)
@@ -535,6 +535,7 @@ class Collection:
             if with_documents:
                 out.timings_s["fetch"] = time.perf_counter() - t
         out.timings_s["total"] = time.perf_counter() - t0
+        out.timings_s["total_cpu"] = time.thread_time() - cpu0  # this thread's CPU: unaffected by load
         return SearchOutput(hits, out.timings_s)
 
     @staticmethod
