@@ -221,11 +221,17 @@ class Engine:
             )
 
         def load():
-            transformers = require("transformers", "models")
-            return transformers.AutoTokenizer.from_pretrained(resolve_model_path(tokenizer))
+            # a model's tokenizer.json through `tokenizers` (light, fast); transformers otherwise
+            path = Path(resolve_model_path(tokenizer)) / "tokenizer.json"
+            if path.is_file():
+                tok = require("tokenizers", "models").Tokenizer.from_file(str(path))
+                tok.no_padding()  # saved files may pad or truncate to a fixed length: count it all
+                tok.no_truncation()
+                return lambda text: len(tok.encode(text, add_special_tokens=False).ids)
+            auto = require("transformers", "models").AutoTokenizer.from_pretrained(resolve_model_path(tokenizer))
+            return lambda text: len(auto(text, add_special_tokens=False)["input_ids"])
 
-        tok = self._model(f"tokenizer:{tokenizer}", load)
-        return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+        return self._model(f"tokenizer:{tokenizer}", load)
 
     def close(self) -> None:
         with self._lock:

