@@ -53,13 +53,16 @@ class ApproxParams:
     postings_fraction: float = 0.25
     min_postings: int = 64
     query_terms: int = 16
-    theta_boost: float = 1.3
+    theta_boost: float = 1.0
 
     def __post_init__(self):
         if not 0 < self.postings_fraction <= 1 or self.min_postings < 1:
             raise InvalidInput("postings_fraction must be in (0, 1] and min_postings >= 1")
         if self.query_terms < 1 or self.theta_boost < 1:
             raise InvalidInput("query_terms must be >= 1 and theta_boost >= 1")
+
+
+DEFAULT_APPROX = ApproxParams()
 
 
 def _term_ranks(indptr: np.ndarray, docs: np.ndarray, impacts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +118,7 @@ class ImpactRetriever(Retriever):
         vectors: sp.spmatrix,
         vocab: Sequence[str],
         scale: float,
-        approx: ApproxParams | None = ApproxParams(),
+        approx: ApproxParams | None = DEFAULT_APPROX,
         encoder: Mapping[str, Any] | None = None,
     ) -> Self:
         """Index integer impacts, one row of ``vectors`` per document.

@@ -168,6 +168,17 @@ def top_k_batch(
     cand_row = cand // n_docs
     cand_doc = cand - cand_row * n_docs
     scores = acc[cand]
+    if essential_lists is not None and essential_lists is not full:
+        # Pruned lists only nominate candidates; their essential scores are made exact here.
+        ess_ptr = _segment_starts(rows[ess], n_rows)
+        counts = ess_ptr[cand_row + 1] - ess_ptr[cand_row]
+        pair = ragged_positions(ess_ptr[cand_row], counts)
+        owner = np.repeat(np.arange(len(cand)), counts)
+        lookup = terms[ess][pair] * n_docs + cand_doc[owner]
+        at = np.minimum(np.searchsorted(postkey, lookup), len(postkey) - 1)
+        found = postkey[at] == lookup
+        contrib = weights[ess][pair][found] * full.impacts[at[found]]
+        scores = np.bincount(owner[found], contrib, minlength=len(cand))
     # Essential scores are lower bounds of true scores, so the k-th best of any subset of
     # them is a bound too: ranking only those already above theta keeps the sort small.
     top = scores >= bound[cand_row]
