@@ -48,6 +48,7 @@ RETRIEVERS = Registry(
         "impact": "retrieval.impact:ImpactRetriever",
         "splade": "retrieval.impact:ImpactRetriever",
         "slim": "retrieval.slim:SlimRetriever",
+        "lucene-bm25": "retrieval.lucene:LuceneBM25Retriever",
     },
 )
 
