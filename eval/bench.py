@@ -19,6 +19,7 @@ BENCHMARKS = Registry(
     "benchmark",
     {
         "bm25": "eval.benchmarks.bm25:run",
+        "sparse": "eval.benchmarks.sparse:run",
     },
 )
 

@@ -27,6 +27,7 @@ from .errors import IndexMismatch, InvalidInput
 from .impact_search import Postings, top_k_batch
 from .sparse_vectors import check_vocab, impact_dtype, prune_rows, vectors_to_csr, vocab_hash
 from .storage import read_index, write_index
+from .topk import id_ranks
 from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
@@ -104,8 +105,7 @@ class ImpactRetriever(Retriever):
         # Derived in memory: the global lookup key and the tie-break rank of each doc id.
         term = np.repeat(np.arange(len(vocab), dtype=np.int64), np.diff(self.full.indptr))
         self.postkey = term * n_docs + self.full.docs
-        self.id_rank = np.empty(n_docs, dtype=np.int64)
-        self.id_rank[np.argsort(self.doc_ids, kind="stable")] = np.arange(n_docs)
+        self.id_rank = id_ranks(self.doc_ids)
         self._term_index: dict[str, int] | None = None
         self._encoder = None
 

