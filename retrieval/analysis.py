@@ -28,7 +28,12 @@ _TOKEN = re.compile(
 # Superscript / subscript digits and vulgar fractions are "No" characters: Python's \w takes
 # them as digits, Lucene's tokenizer does not treat them as word characters at all.
 _NOT_WORD = str.maketrans(
-    {c: " " for c in "¹²³¼½¾" + "".join(map(chr, range(0x2070, 0x20A0))) + "".join(map(chr, range(0x2150, 0x2190)))}
+    {
+        c: " "
+        for c in "¹²³¼½¾"
+        + "".join(map(chr, range(0x2070, 0x20A0)))
+        + "".join(map(chr, range(0x2150, 0x2190)))
+    }
 )
 _POSSESSIVE = re.compile(r"['’]s$")
 _MAX_TOKEN_LENGTH = 255

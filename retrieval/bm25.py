@@ -249,4 +249,3 @@ class BM25Retriever(Retriever):
             variant=p["variant"],
             **arrays,
         )
-

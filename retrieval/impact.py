@@ -2,9 +2,11 @@
 
 Postings are plain numpy arrays (doc indexes int32 ascending per term, integer impacts
 uint8/uint16), saved through :mod:`retrieval.storage` and loaded memory-mapped. Search is
-exact MaxScore over a batch of queries (see :mod:`retrieval.impact_search`); its results
-equal a brute-force sparse dot product ranked by :meth:`Ranking.from_scores`. An
-approximate mode in the spirit of Seismic trades a little recall for speed.
+exact MaxScore, compiled with numba when installed (:mod:`retrieval.impact_kernel`, extra
+``fast``) or vectorized with numpy over a batch of queries (:mod:`retrieval.impact_search`);
+either way the results equal a brute-force sparse dot product ranked by
+:meth:`Ranking.from_scores`. An approximate mode in the spirit of Seismic (static posting
+pruning, query term cut) trades recall for speed.
 
 Queries come as sparse vectors (``{term: weight}`` dicts or a CSR matrix over the index
 vocabulary) through :meth:`ImpactRetriever.search_vectors`, or as text through
@@ -24,7 +26,7 @@ import scipy.sparse as sp
 
 from .base import Retriever
 from .errors import IndexMismatch, InvalidInput
-from .impact_search import Postings, top_k_batch
+from .impact_search import Lookup, Postings, top_k_batch
 from .sparse_vectors import check_vocab, impact_dtype, prune_rows, vectors_to_csr, vocab_hash
 from .storage import read_index, write_index
 from .topk import id_ranks
@@ -66,6 +68,12 @@ class ApproxParams:
 DEFAULT_APPROX = ApproxParams()
 
 
+def _numba_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
 def _term_ranks(indptr: np.ndarray, docs: np.ndarray, impacts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Postings ordered by term, impact descending, doc ascending; and each one's rank in its term."""
     term = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
@@ -102,9 +110,14 @@ class ImpactRetriever(Retriever):
         self._pruned: Postings | None = None
         if "pruned_indptr" in arrays:
             self._pruned = Postings(arrays["pruned_indptr"], arrays["pruned_docs"], arrays["pruned_impacts"])
-        # Derived in memory: the global lookup key and the tie-break rank of each doc id.
-        term = np.repeat(np.arange(len(vocab), dtype=np.int64), np.diff(self.full.indptr))
-        self.postkey = term * n_docs + self.full.docs
+            # per term, the smallest impact its pruned list kept: a bound on any impact it dropped
+            lengths = np.diff(self._pruned.indptr)
+            self._pruned_floor = np.zeros(len(vocab))
+            self._pruned_floor[lengths > 0] = np.minimum.reduceat(
+                np.asarray(self._pruned.impacts, dtype=np.float64), self._pruned.indptr[:-1][lengths > 0]
+            )
+        # Derived in memory: impact lookups (dense rows for common terms) and the id tie-break.
+        self.lookup = Lookup(self.full, n_docs)
         self.id_rank = id_ranks(self.doc_ids)
         self._term_index: dict[str, int] | None = None
         self._encoder = None
@@ -267,6 +280,7 @@ class ImpactRetriever(Retriever):
         k: int = 10,
         query_ids: Sequence[str] | None = None,
         mode: Literal["exact", "approx"] = "exact",
+        engine: Literal["auto", "numba", "numpy"] = "auto",
     ) -> list[Ranking]:
         """Top ``k`` documents by sparse dot product for each query vector.
 
@@ -275,6 +289,8 @@ class ImpactRetriever(Retriever):
             k: hits per query.
             query_ids: ids for the rankings (default "0", "1", ...).
             mode: ``"exact"`` (equals brute force) or ``"approx"`` (Seismic-style pruning).
+            engine: the compiled MaxScore (``numba``, extra ``fast``), the vectorized numpy one,
+                or ``auto`` (numba when installed). Both give the same rankings.
 
         Returns:
             One ranking per query; a query left without terms gets an empty ranking (logged).
@@ -286,6 +302,8 @@ class ImpactRetriever(Retriever):
             raise InvalidInput(f"k must be >= 1, got {k}")
         if mode not in ("exact", "approx"):
             raise InvalidInput(f"unknown search mode {mode!r}; valid: exact, approx")
+        if engine not in ("auto", "numba", "numpy"):
+            raise InvalidInput(f"unknown engine {engine!r}; valid: auto, numba, numpy")
         if mode == "approx" and self._pruned is None:
             raise InvalidInput("this index was built without approximate-search lists (approx=None)")
         if self._term_index is None and not sp.issparse(vectors):
@@ -296,31 +314,58 @@ class ImpactRetriever(Retriever):
             raise InvalidInput(f"{len(ids)} query ids for {q.shape[0]} query vectors")
         if mode == "approx":
             q = prune_rows(q, ApproxParams(**self.params["approx"]).query_terms)
-        batch = max(1, min(256, _ACC_CELLS // self.num_docs))
+        # Drop zero weights and terms no document has: they cannot score.
+        q = sp.csr_matrix(q.multiply(self.max_impact[None, :] > 0))
+        q.eliminate_zeros()
+        for i in np.flatnonzero(np.diff(q.indptr) == 0):
+            log.warning("query %s has no terms left that occur in the index (after pruning): no hits", ids[i])
+        use_numba = engine == "numba" or (engine == "auto" and _numba_available())
+        batch = q.shape[0] if use_numba else max(1, min(256, _ACC_CELLS // self.num_docs))
         out: list[Ranking] = []
         for start in range(0, q.shape[0], batch):
-            out.extend(self._search_batch(q[start : start + batch], ids[start : start + batch], k, mode))
+            run = self._run_numba if use_numba else self._run_numpy
+            out.extend(self._rankings(ids[start : start + batch], *run(q[start : start + batch], k, mode)))
         return out
 
-    def _search_batch(self, q: sp.csr_matrix, ids: list[str], k: int, mode: str) -> list[Ranking]:
-        rows = np.repeat(np.arange(q.shape[0]), np.diff(q.indptr))
-        live = (q.data > 0) & (self.max_impact[q.indices] > 0)
+    def _run_numpy(self, q: sp.csr_matrix, k: int, mode: str):
         approx = ApproxParams(**self.params["approx"]) if mode == "approx" else None
         res = top_k_batch(
-            self.full, self.postkey, self.max_impact, self.heads, self.id_rank,
-            rows[live], q.indices[live].astype(np.int64), q.data[live], q.shape[0], k,
-            essential_lists=self._pruned if approx else None,
+            self.lookup, self.max_impact, self.heads, self.id_rank,
+            np.repeat(np.arange(q.shape[0]), np.diff(q.indptr)), q.indices.astype(np.int64), q.data,
+            q.shape[0], k, essential_lists=self._pruned if approx else None,
             theta_boost=approx.theta_boost if approx else 1.0,
         )  # fmt: skip
-        empty = np.bincount(rows[live], minlength=q.shape[0]) == 0
-        for i in np.flatnonzero(empty):
-            log.warning("query %s has no terms left that occur in the index (after pruning): no hits", ids[i])
-        docs, scores = self.doc_ids[res.docs].tolist(), res.scores.tolist()
+        return res.docs, res.scores, res.bounds
+
+    def _run_numba(self, q: sp.csr_matrix, k: int, mode: str):
+        from .errors import require
+
+        require("numba", "fast")
+        from .impact_kernel import maxscore_batch
+        from .impact_search import _SLACK, BLOCK_SHIFT
+
+        approx = ApproxParams(**self.params["approx"]) if mode == "approx" else None
+        ess = self._pruned if approx else self.full
+        n, b = self.num_docs, q.shape[0]
+        out_docs, out_scores = np.zeros((b, k), dtype=np.int64), np.zeros((b, k))
+        counts = np.zeros(b, dtype=np.int64)
+        maxscore_batch(
+            self.full.indptr, self.full.docs, self.full.impacts, ess.indptr, ess.docs, ess.impacts,
+            self._pruned_floor if approx else np.zeros(len(self.vocab)), approx is None,
+            self.max_impact, self.lookup.slot, self.lookup.block_max, BLOCK_SHIFT, self.id_rank, q.indptr.astype(np.int64), q.indices.astype(np.int64), q.data.astype(np.float64), k,
+            approx.theta_boost if approx else 1.0, _SLACK, np.zeros(n), np.zeros(n, dtype=np.int64),
+            out_docs, out_scores, counts,
+        )  # fmt: skip
+        keep = np.arange(k)[None, :] < counts[:, None]
+        return out_docs[keep], out_scores[keep], np.r_[0, np.cumsum(counts)]
+
+    def _rankings(self, ids: list[str], doc_index: np.ndarray, scores: np.ndarray, bounds: np.ndarray):
+        docs, scores = self.doc_ids[doc_index].tolist(), scores.tolist()
         # Hits arrive sorted by score desc, doc id asc (the id_rank tie-break, the same order
         # Ranking.from_scores gives); building Ranking directly skips a second sort per query.
         return [
             Ranking(qid, tuple(docs[lo:hi]), tuple(scores[lo:hi]))
-            for qid, lo, hi in zip(ids, res.bounds[:-1], res.bounds[1:], strict=True)
+            for qid, lo, hi in zip(ids, bounds[:-1], bounds[1:], strict=True)
         ]
 
     # -- persistence ---------------------------------------------------------------------

@@ -33,6 +33,8 @@ import numpy as np
 # Float query weights make sums order-dependent in the last bits; pruning decisions use a
 # bound lowered by this relative slack so rounding never drops a document that ties.
 _SLACK = 1e-9
+#: log2 of the block size (in doc indexes) of the block-max bounds.
+BLOCK_SHIFT = 6
 
 
 @dataclass(frozen=True)
@@ -109,9 +111,63 @@ class BatchResult:
     bounds: np.ndarray  # hits of row r are [bounds[r], bounds[r+1])
 
 
+class Lookup:
+    """Impact of (term, doc) pairs, vectorized: dense rows for common terms, binary search otherwise.
+
+    Common terms are the ones the pruning leaves non-essential, so their impacts are the ones
+    looked up most; a dense row (one cell per document) answers with one gather. Terms are
+    given a row when their list holds at least 1/``dense_divisor`` of the documents, so a
+    row costs at most ``2 * dense_divisor`` bytes per posting it covers.
+    """
+
+    def __init__(self, full: Postings, n_docs: int, dense_divisor: int = 32, max_cells: int = 1 << 26):
+        self.full, self.n_docs = full, n_docs
+        lengths = np.diff(full.indptr)
+        term = np.repeat(np.arange(len(lengths), dtype=np.int64), lengths)
+        self.postkey = term * n_docs + full.docs
+        common = np.flatnonzero(lengths * dense_divisor >= n_docs)
+        common = common[np.argsort(-lengths[common], kind="stable")][: max(0, max_cells // max(1, n_docs))]
+        self.slot = np.full(len(lengths), -1, dtype=np.int64)
+        self.slot[common] = np.arange(len(common))
+        self.dense = np.zeros((len(common), n_docs), dtype=full.impacts.dtype)
+        for i, t in enumerate(common.tolist()):  # one row per common term: a few hundred at most
+            lo, hi = full.indptr[t], full.indptr[t + 1]
+            self.dense[i, full.docs[lo:hi]] = full.impacts[lo:hi]
+
+        # Block maxima of the same common terms (blocks of 2**BLOCK_SHIFT doc indexes): a
+        # per-document bound much tighter than the term's global maximum.
+        n_blocks = (n_docs >> BLOCK_SHIFT) + 1
+        self.block_max = np.zeros((len(common), n_blocks), dtype=full.impacts.dtype)
+        for i, t in enumerate(common.tolist()):
+            lo, hi = full.indptr[t], full.indptr[t + 1]
+            np.maximum.at(self.block_max[i], full.docs[lo:hi] >> BLOCK_SHIFT, full.impacts[lo:hi])
+
+    def __call__(self, terms: np.ndarray, docs: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(terms), dtype=np.float64)
+        slot = self.slot[terms]
+        dense = slot >= 0
+        out[dense] = self.dense[slot[dense], docs[dense]]
+        sparse = np.flatnonzero(~dense)
+        if len(sparse):
+            key = terms[sparse] * self.n_docs + docs[sparse]
+            at = np.minimum(np.searchsorted(self.postkey, key), len(self.postkey) - 1)
+            found = self.postkey[at] == key
+            out[sparse[found]] = self.full.impacts[at[found]]
+        return out
+
+
+def _complete(lookup: Lookup, cand_row, cand_doc, rows, terms, weights, n_rows) -> np.ndarray:
+    """For each candidate, the sum of weight x impact over the given terms of its query row."""
+    ptr = _segment_starts(rows, n_rows)
+    counts = ptr[cand_row + 1] - ptr[cand_row]
+    pair = ragged_positions(ptr[cand_row], counts)
+    owner = np.repeat(np.arange(len(cand_row)), counts)
+    contrib = weights[pair] * lookup(terms[pair], cand_doc[owner])
+    return np.bincount(owner, contrib, minlength=len(cand_row))
+
+
 def top_k_batch(
-    full: Postings,
-    postkey: np.ndarray,
+    lookup: Lookup,
     max_impact: np.ndarray,
     heads: Postings,
     id_rank: np.ndarray,
@@ -126,15 +182,14 @@ def top_k_batch(
     """Exact (or, with pruned ``essential_lists`` / ``theta_boost`` > 1, approximate) top k.
 
     Args:
-        full: the index's posting lists (completion lookups always read these).
-        postkey: ``term * n_docs + doc`` for every posting of ``full``, ascending.
+        lookup: impact lookups in the index's full posting lists.
         max_impact: per term, its largest impact.
         heads: per term, its highest-impact postings (for the theta bound).
         id_rank: per doc index, the rank of its id in string order (the tie-break).
-        rows, terms, weights: the batch's query terms, flat, with positive weights.
+        rows, terms, weights: the batch's query terms, flat, rows ascending, weights > 0.
         n_rows: queries in the batch.
         k: hits per query.
-        essential_lists: lists to accumulate essential terms from (default ``full``).
+        essential_lists: lists that nominate candidates (default: the full lists).
         theta_boost: multiplies the bound for pruning decisions (1 = exact).
     """
     n_docs = len(id_rank)
@@ -151,73 +206,39 @@ def top_k_batch(
     before_row = np.maximum.accumulate(np.where(first, csum - ub, 0.0)) if len(rows) else csum
     non_essential = (csum - before_row) < prune_at[rows]
     ne_bound = np.bincount(rows[non_essential], ub[non_essential], minlength=n_rows)
-
     ess = ~non_essential
-    keys, values, key_rows = _gather(essential_lists or full, rows[ess], terms[ess], weights[ess], n_docs)
+
+    lists = essential_lists or lookup.full
+    keys, values, key_rows = _gather(lists, rows[ess], terms[ess], weights[ess], n_docs)
     acc = np.bincount(keys, values, minlength=n_rows * n_docs)
 
     # Candidates: essential score + what the non-essential terms could add reaches theta.
-    # (A dense mask dedupes the keys: cheaper than a sort- or hash-based unique here.)
     passing = keys[acc[keys] + ne_bound[key_rows] >= prune_at[key_rows]]
     if len(passing) * 8 < n_rows * n_docs:
         cand = np.unique(passing)
-    else:
+    else:  # a dense mask dedupes large sets faster than a sort
         mask = np.zeros(n_rows * n_docs, dtype=bool)
         mask[passing] = True
         cand = np.flatnonzero(mask)
     cand_row = cand // n_docs
     cand_doc = cand - cand_row * n_docs
-    scores = acc[cand]
-    if essential_lists is not None and essential_lists is not full:
-        # Pruned lists only nominate candidates; their essential scores are made exact here.
-        ess_ptr = _segment_starts(rows[ess], n_rows)
-        counts = ess_ptr[cand_row + 1] - ess_ptr[cand_row]
-        pair = ragged_positions(ess_ptr[cand_row], counts)
-        owner = np.repeat(np.arange(len(cand)), counts)
-        lookup = terms[ess][pair] * n_docs + cand_doc[owner]
-        at = np.minimum(np.searchsorted(postkey, lookup), len(postkey) - 1)
-        found = postkey[at] == lookup
-        contrib = weights[ess][pair][found] * full.impacts[at[found]]
-        scores = np.bincount(owner[found], contrib, minlength=len(cand))
+    if lists is lookup.full:
+        scores = acc[cand]
+    else:  # pruned lists only nominate candidates; their essential scores are made exact here
+        scores = _complete(lookup, cand_row, cand_doc, rows[ess], terms[ess], weights[ess], n_rows)
     # Essential scores are lower bounds of true scores, so the k-th best of any subset of
     # them is a bound too: ranking only those already above theta keeps the sort small.
     top = scores >= bound[cand_row]
     kth = _kth_per_row(cand_row[top], scores[top], n_rows, k) * (1.0 - _SLACK)
     bound = np.maximum(bound, kth)
     prune_at = np.maximum(prune_at, kth * theta_boost)
+    alive = scores + ne_bound[cand_row] >= prune_at[cand_row]
+    cand_row, cand_doc, scores = cand_row[alive], cand_doc[alive], scores[alive]
 
-    # Complete candidates term by term, heaviest non-essential term first, dropping those
-    # that can no longer reach theta; impacts are looked up in the full index.
-    ne_rows, ne_terms = rows[non_essential][::-1], terms[non_essential][::-1]
-    ne_weights, ne_ub = weights[non_essential][::-1], ub[non_essential][::-1]
-    ne_order = np.lexsort((-ne_ub, ne_rows))
-    ne_rows, ne_terms, ne_weights, ne_ub = (
-        ne_rows[ne_order],
-        ne_terms[ne_order],
-        ne_weights[ne_order],
-        ne_ub[ne_order],
-    )
-    ne_ptr = _segment_starts(ne_rows, n_rows)
-    remaining = ne_bound.copy()
-    step = 0
-    while len(cand):
-        alive = scores + remaining[cand_row] >= prune_at[cand_row]
-        cand, cand_row, cand_doc, scores = cand[alive], cand_row[alive], cand_doc[alive], scores[alive]
-        at_term = ne_ptr[cand_row] + step
-        has = at_term < ne_ptr[cand_row + 1]
-        if not has.any():
-            break
-        sel = np.flatnonzero(has)
-        t_pos = at_term[sel]
-        lookup = ne_terms[t_pos] * n_docs + cand_doc[sel]
-        at = np.minimum(np.searchsorted(postkey, lookup), len(postkey) - 1)
-        found = postkey[at] == lookup
-        scores[sel[found]] += ne_weights[t_pos[found]] * full.impacts[at[found]]
-        step_ub = np.zeros(n_rows)
-        rows_here = np.flatnonzero(ne_ptr[:-1] + step < ne_ptr[1:])
-        step_ub[rows_here] = ne_ub[ne_ptr[rows_here] + step]
-        remaining = remaining - step_ub
-        step += 1
+    # Complete the survivors with their non-essential impacts.
+    if non_essential.any() and len(cand_row):
+        ne = non_essential
+        scores = scores + _complete(lookup, cand_row, cand_doc, rows[ne], terms[ne], weights[ne], n_rows)
 
     keep = (scores >= bound[cand_row]) & (scores > 0)
     cand_row, cand_doc, scores = cand_row[keep], cand_doc[keep], scores[keep]

@@ -17,6 +17,13 @@ from retrieval.slim import SlimRetriever, fuse_tokens, late_interaction
 from retrieval.sparse_vectors import quantize
 from retrieval.types import Document, Query, Ranking
 
+
+def _numba() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("numba") is not None
+
+
 # -- fixtures ---------------------------------------------------------------------------
 
 
@@ -74,7 +81,7 @@ def _random_index(seed, n=300, v=60, max_impact=5, approx=None):
     ids = [f"d{rng.integers(10**6)}-{i}" for i in range(n)]  # id order differs from row order
     vocab = [f"t{i}" for i in range(v)]
     return (
-        ImpactRetriever.from_vectors(ids, docs.tocsr(), vocab, 1.0, approx=approx),
+        ImpactRetriever.from_vectors(ids, docs.tocsr(), vocab, 1.0, approx=approx or ApproxParams()),
         ids,
         docs.tocsr(),
         vocab,
@@ -124,8 +131,15 @@ def test_quantize_rounds_and_drops_zeros():
 # -- native impact index ----------------------------------------------------------------
 
 
+ENGINES = [
+    "numpy",
+    pytest.param("numba", marks=pytest.mark.skipif(not _numba(), reason="numba not installed")),
+]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("seed", range(6))
-def test_exact_search_equals_brute_force_with_ties(seed):
+def test_exact_search_equals_brute_force_with_ties(seed, engine):
     index, ids, docs, vocab = _random_index(seed)
     rng = np.random.default_rng(100 + seed)
     queries = sp.random(
@@ -133,7 +147,7 @@ def test_exact_search_equals_brute_force_with_ties(seed):
     )
     queries = queries.tocsr()
     for k in (1, 5, 10, 100):
-        assert index.search_vectors(queries, k) == _brute(ids, docs, queries, k)
+        assert index.search_vectors(queries, k, engine=engine) == _brute(ids, docs, queries, k)
 
 
 def test_dict_queries_save_load_and_scale(tmp_path, caplog):
@@ -151,21 +165,23 @@ def test_dict_queries_save_load_and_scale(tmp_path, caplog):
     assert loaded.search_vectors(q, 10) == index.search_vectors(q, 10)
 
 
-def test_approx_recall_and_no_pruning_equals_exact():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_approx_recall_and_no_pruning_equals_exact(engine):
     index, ids, docs, vocab = _random_index(3, n=2000, v=300, max_impact=200)
     rng = np.random.default_rng(5)
     queries = sp.random(
         50, len(vocab), density=0.04, random_state=rng, data_rvs=lambda s: rng.integers(1, 50, s)
     )
-    exact = index.search_vectors(queries.tocsr(), 10)
-    approx = index.search_vectors(queries.tocsr(), 10, mode="approx")
+    exact = index.search_vectors(queries.tocsr(), 10, engine=engine)
+    assert exact == _brute(ids, docs, queries.tocsr(), 10)
+    approx = index.search_vectors(queries.tocsr(), 10, mode="approx", engine=engine)
     recall = np.mean(
         [len(set(a.doc_ids) & set(e.doc_ids)) / len(e.doc_ids) for a, e in zip(approx, exact, strict=True)]
     )
     assert 0.8 <= recall <= 1.0
     lossless = ApproxParams(postings_fraction=1.0, query_terms=1000, theta_boost=1.0)
     index2, *_ = _random_index(3, n=2000, v=300, max_impact=200, approx=lossless)
-    assert index2.search_vectors(queries.tocsr(), 10, mode="approx") == exact
+    assert index2.search_vectors(queries.tocsr(), 10, mode="approx", engine=engine) == exact
 
 
 def test_bad_inputs(caplog):
