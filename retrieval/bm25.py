@@ -31,7 +31,7 @@ from .base import Retriever
 from .errors import InvalidInput
 from .progress import progress
 from .storage import read_index, write_index
-from .topk import id_ranks, top_k_ranking
+from .topk import id_ranks, top_k_sparse_rows
 from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
@@ -213,11 +213,7 @@ class BM25Retriever(Retriever):
         for start in range(0, len(queries), batch_size):
             batch = queries[start : start + batch_size]
             scores = (self.query_matrix(batch) @ self._matrix).tocsr()
-            for i, q in enumerate(batch):
-                lo, hi = scores.indptr[i], scores.indptr[i + 1]
-                out.append(top_k_ranking(
-                    q.id, scores.indices[lo:hi], scores.data[lo:hi], self._id_list, self._id_ranks, k
-                ))  # fmt: skip
+            out.extend(top_k_sparse_rows([q.id for q in batch], scores, self._id_list, self._id_ranks, k))
         return out
 
     # -- persistence ---------------------------------------------------------------------
