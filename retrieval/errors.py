@@ -64,4 +64,6 @@ def require(module: str, extra: str):
     try:
         return importlib.import_module(module)
     except ImportError as e:
-        raise MissingDependency(f"{module} is not installed: pip install 'cascade-search[{extra}]'") from e
+        raise MissingDependency(
+            f"{module} is not installed: pip install 'cascade-search[{extra}]'"
+        ) from e

@@ -49,6 +49,7 @@ RETRIEVERS = Registry(
         "splade": "retrieval.impact:ImpactRetriever",
         "slim": "retrieval.slim:SlimRetriever",
         "lucene-bm25": "retrieval.lucene:LuceneBM25Retriever",
+        "sharded": "retrieval.sharded:ShardedRetriever",
     },
 )
 

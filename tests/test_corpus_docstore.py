@@ -30,27 +30,17 @@ def test_csv_tsv_msmarco_and_folder_readers(tmp_path):
     folder = tmp_path / "files"
     (folder / "sub").mkdir(parents=True)
     (folder / "a.txt").write_text("plain text")
-    (folder / "sub" / "b.html").write_text(
-        "<html><title>Doc B</title><script>x=1</script><p>Body  here</p></html>"
-    )
+    (folder / "sub" / "b.html").write_text("<html><title>Doc B</title><script>x=1</script><p>Body  here</p></html>")
     (folder / "skip.bin").write_text("no")
     docs = list(read_folder(folder))
-    assert [(d.id, d.title, d.text) for d in docs] == [
-        ("a.txt", "", "plain text"),
-        ("sub/b.html", "Doc B", "Body here"),
-    ]
+    assert [(d.id, d.title, d.text) for d in docs] == [("a.txt", "", "plain text"), ("sub/b.html", "Doc B", "Body here")]
     assert [d.id for d in read_corpus(folder)] == ["a.txt", "sub/b.html"]
 
 
 def test_chunking_respects_sentences_and_overlap():
     text = "One two three. Four five six seven. Eight nine. Ten eleven twelve thirteen fourteen fifteen sixteen. End."
     spans = [text[s:e] for s, e in chunk_text(text, ChunkConfig(max_tokens=6, overlap=2))]
-    assert spans == [
-        "One two three.",
-        "Four five six seven. Eight nine.",
-        "Ten eleven twelve thirteen fourteen fifteen",
-        "sixteen. End.",
-    ]
+    assert spans == ["One two three.", "Four five six seven. Eight nine.", "Ten eleven twelve thirteen fourteen fifteen", "sixteen. End."]
     spans = [text[s:e] for s, e in chunk_text(text, ChunkConfig(max_tokens=9, overlap=3))]
     # "Eight nine." (2 words <= overlap) opens the next window again; the 7-word sentence
     # is longer than the overlap, so "End." starts fresh
