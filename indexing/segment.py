@@ -18,6 +18,7 @@ that compaction removes by merging segments.
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
 import threading
@@ -134,10 +135,14 @@ class Snapshot:
 
 
 def _align_bm25(items: Sequence[tuple[Any, SegmentView]], key: str) -> list[Any]:
-    """BM25 over several segments with the df, document count and mean length of all live
-    documents together, i.e. the scores one BM25 index over those documents gives."""
-    vocab: dict[str, int] = {}
-    per_seg = []
+    """BM25 over several segments with the df, document count and total length of all live
+    documents together (through the retriever's own ``use_collection_stats``, on a copy: a
+    segment's retriever is shared by every snapshot), i.e. the scores one BM25 index over
+    those documents gives."""
+    from retrieval.bm25 import CollectionStats
+
+    df: dict[str, int] = {}
+    n_docs = total = 0
     for retr, view in items:
         seg = view.segment
         cached = seg.cache.get(key)
@@ -148,25 +153,21 @@ def _align_bm25(items: Sequence[tuple[Any, SegmentView]], key: str) -> list[Any]
             term_of_posting = np.repeat(np.arange(len(retr.vocab)), np.diff(retr.indptr))
             cached = seg.cache[key] = (pos, term_of_posting)
         pos, term_of_posting = cached
-        gids = np.fromiter(
-            (vocab.setdefault(t, len(vocab)) for t in retr.vocab), dtype=np.int64, count=len(retr.vocab)
-        )
         live_doc = view.live[pos]  # in the retriever's own document order
-        live_post = live_doc[np.asarray(retr.postings)]
-        per_seg.append((gids, live_doc, term_of_posting[live_post]))
-    df = np.zeros(len(vocab), dtype=np.float64)
-    n_docs, total_len = 0, 0.0
-    for (retr, _), (gids, live_doc, live_terms) in zip(items, per_seg, strict=True):
-        np.add.at(df, gids, np.bincount(live_terms, minlength=len(gids)))
+        live_df = np.bincount(term_of_posting[live_doc[np.asarray(retr.postings)]], minlength=len(retr.vocab))
+        for term, n in zip(retr.vocab, live_df.tolist(), strict=True):
+            df[term] = df.get(term, 0) + n  # terms only dead documents hold stay, with df 0
         n_docs += int(live_doc.sum())
-        total_len += float(np.asarray(retr.doc_lens, dtype=np.float64)[live_doc].sum())
+        total += int(np.asarray(retr.doc_lens, dtype=np.int64)[live_doc].sum())
     if n_docs == 0:
         return [retr for retr, _ in items]
-    avgdl = total_len / n_docs
-    return [
-        retr.with_corpus_stats(df[gids], n_docs, avgdl)
-        for (retr, _), (gids, _, _) in zip(items, per_seg, strict=True)
-    ]
+    stats = CollectionStats(n_docs, total, df)
+    out = []
+    for retr, _ in items:
+        other = copy.copy(retr)
+        other.use_collection_stats(stats)
+        out.append(other)
+    return out
 
 
 #: Retriever kind -> function rescoring a collection's segments with global statistics.
