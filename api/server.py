@@ -41,6 +41,7 @@ def cmd_serve(args) -> int:
             data_dir=args.data_dir,
             api_keys=parse_api_keys(args.api_key, args.api_keys_file),
             max_request_bytes=int(args.max_request_mb * 1024 * 1024),
+            search_threads=args.search_threads,
             llm_base_url=args.llm_base_url,
             llm_model=args.llm_model,
             llm_api_key=args.llm_api_key,
@@ -64,6 +65,7 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     )
     s.add_argument("--api-keys-file", type=Path, help="JSON file: {KEY: [collections or '*']}")
     s.add_argument("--max-request-mb", type=float, default=32.0)
+    s.add_argument("--search-threads", type=int, default=4, help="searches and model calls run at once (~cores)")
     s.add_argument(
         "--llm-base-url", help="OpenAI-compatible server for /v1/answer, e.g. http://127.0.0.1:8001/v1"
     )

@@ -26,6 +26,7 @@ class Settings(BaseModel):
     api_keys: dict[str, list[str]] | None = None
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_documents_per_request: int = Field(20_000, ge=1)
+    search_threads: int = Field(4, ge=1, le=256, description="searches and model calls run at once")
     embedding_models: list[str] = [DEFAULT_DENSE_MODEL]
     tokenizer_models: list[str] = [DEFAULT_DENSE_MODEL]
     reranker_params: dict[str, dict] = {}

@@ -6,9 +6,9 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 
 from ..auth import Caller
+from ..concurrency import run_search
 from ..schemas import Embedding, EmbeddingsIn, EmbeddingsOut, RerankDoc, RerankIn, RerankOut, RerankResult
 
 router = APIRouter(prefix="/v1", tags=["models"])
@@ -18,8 +18,8 @@ router = APIRouter(prefix="/v1", tags=["models"])
 async def rerank(body: RerankIn, request: Request, who: Caller):
     """``model`` names a reranker of the RERANKERS registry; results are best first."""
     texts = [d if isinstance(d, str) else d.text for d in body.documents]
-    ranked = await run_in_threadpool(
-        request.app.state.engine.rerank, body.model, body.query, texts, body.top_n
+    ranked = await run_search(
+        request, request.app.state.engine.rerank, body.model, body.query, texts, body.top_n
     )
     results = [
         RerankResult(
@@ -33,7 +33,7 @@ async def rerank(body: RerankIn, request: Request, who: Caller):
 @router.post("/embeddings", response_model=EmbeddingsOut)
 async def embeddings(body: EmbeddingsIn, request: Request, who: Caller):
     texts = [body.input] if isinstance(body.input, str) else body.input
-    vectors = await run_in_threadpool(request.app.state.engine.embed, body.model, texts)
+    vectors = await run_search(request, request.app.state.engine.embed, body.model, texts)
     tokens = sum(len(t.split()) for t in texts)  # whitespace words: the usage figure is advisory
     return EmbeddingsOut(
         data=[Embedding(index=i, embedding=v.tolist()) for i, v in enumerate(vectors)],

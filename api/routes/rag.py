@@ -6,13 +6,13 @@ from __future__ import annotations
 import json
 
 from fastapi import APIRouter, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from retrieval.context import PackedContext
 from retrieval.errors import CascadeError
 
 from ..auth import Caller
+from ..concurrency import run_search
 from ..llm import cited_markers, rag_messages, stream_chat
 from ..schemas import AnswerIn, Citation, ContextIn, ContextOut
 
@@ -20,8 +20,8 @@ router = APIRouter(prefix="/v1", tags=["rag"])
 
 
 async def _context(body: ContextIn, request: Request) -> PackedContext:
-    return await run_in_threadpool(
-        request.app.state.engine.context,
+    return await run_search(
+        request, request.app.state.engine.context,
         body.collection, body.query, body.pipeline, body.k, body.filter,
         body.max_tokens, body.tokenizer, body.dedup_threshold,
     )  # fmt: skip

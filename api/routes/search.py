@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from fastapi.concurrency import run_in_threadpool
 
 from ..auth import Caller
+from ..concurrency import run_search
 from ..schemas import HitOut, QueryResult, SearchIn, SearchOut
 
 router = APIRouter(prefix="/v1", tags=["search"])
@@ -29,7 +29,8 @@ async def search(body: SearchIn, request: Request, who: Caller):
     who.check(body.collection)
     texts = [body.query] if isinstance(body.query, str) else body.query
     fields = set(body.fields)
-    spec, out = await run_in_threadpool(
+    spec, out = await run_search(
+        request,
         request.app.state.engine.search,
         body.collection,
         texts,
