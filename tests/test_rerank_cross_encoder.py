@@ -50,7 +50,7 @@ def test_parity_with_sentence_transformers_tiny(tiny_identity, max_length):
     ours = CrossEncoderReranker(str(tiny_identity), device="cpu", batch_size=8, max_length=max_length,
                                 token_budget=None if max_length is None else 200)  # fmt: skip
     assert ours.activation == "identity"
-    ref = CrossEncoder(str(tiny_identity), device="cpu", max_length=max_length).predict(list(zip(queries, docs)))
+    ref = CrossEncoder(str(tiny_identity), device="cpu", max_length=max_length).predict(list(zip(queries, docs, strict=True)))
     got = ours.score_pairs(queries, docs)
     assert got.shape == (40,)
     assert np.abs(got - ref).max() <= 1e-4
@@ -63,7 +63,7 @@ def test_default_activation_is_st_sigmoid(tiny_default):
     queries, docs = _pairs(12)
     ours = CrossEncoderReranker(str(tiny_default), device="cpu")
     assert ours.activation == "sigmoid"
-    ref = CrossEncoder(str(tiny_default), device="cpu").predict(list(zip(queries, docs)))
+    ref = CrossEncoder(str(tiny_default), device="cpu").predict(list(zip(queries, docs, strict=True)))
     assert np.abs(ours.score_pairs(queries, docs) - ref).max() <= 1e-4
     raw = CrossEncoderReranker(str(tiny_default), device="cpu", activation="identity").score_pairs(queries, docs)
     np.testing.assert_allclose(1 / (1 + np.exp(-raw)), ref, atol=1e-5)
@@ -96,7 +96,7 @@ def test_parity_with_sentence_transformers_minilm(tmp_path_factory):
     firsts = [q for q in queries for _ in docs]
     seconds = [f"{d['title']} {d['text']}" for _ in queries for d in docs]
     ours = CrossEncoderReranker(str(path), device="cpu", max_length=256, batch_size=16)
-    ref = CrossEncoder(str(path), device="cpu", max_length=256).predict(list(zip(firsts, seconds)))
+    ref = CrossEncoder(str(path), device="cpu", max_length=256).predict(list(zip(firsts, seconds, strict=True)))
     assert np.abs(ours.score_pairs(firsts, seconds) - ref).max() <= 1e-4
 
 
