@@ -25,10 +25,13 @@ import numpy as np
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from indexing.corpus import check_unique
+
 from .analysis import Analyzer
 from .base import Retriever
 from .errors import InvalidInput
 from .storage import read_index, write_index
+from .topk import id_ranks, top_k_ranking
 from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
@@ -113,6 +116,7 @@ class BM25Retriever(Retriever):
         self.term_index = {t: i for i, t in enumerate(vocab)}
         self.indptr, self.postings, self.tfs = indptr, postings, tfs
         self.doc_lens, self.doc_ids = doc_lens, doc_ids
+        self._id_list, self._id_ranks = doc_ids.tolist(), id_ranks(doc_ids)
         self.analyzer = analyzer
         self.k1, self.b, self.variant = float(k1), float(b), variant
         self._matrix = self._weight_matrix()
@@ -134,12 +138,9 @@ class BM25Retriever(Retriever):
         analyzer = Analyzer(stemmer, stopwords)
         term_index: dict[str, int] = {}
         doc_ids: list[str] = []
-        seen: set[str] = set()
         post_terms, post_docs, post_tfs, lens = array("i"), array("i"), array("i"), array("i")
+        docs = check_unique(docs)
         for doc in tqdm(docs, desc="bm25 index", unit="doc", disable=not show_progress, mininterval=1):
-            if doc.id in seen:
-                raise InvalidInput(f"duplicate document id {doc.id!r}")
-            seen.add(doc.id)
             d = len(doc_ids)
             doc_ids.append(doc.id)
             terms = analyzer(doc.contents)
@@ -214,7 +215,9 @@ class BM25Retriever(Retriever):
             scores = (self.query_matrix(batch) @ self._matrix).tocsr()
             for i, q in enumerate(batch):
                 lo, hi = scores.indptr[i], scores.indptr[i + 1]
-                out.append(top_k_ranking(q.id, scores.indices[lo:hi], scores.data[lo:hi], self.doc_ids, k))
+                out.append(top_k_ranking(
+                    q.id, scores.indices[lo:hi], scores.data[lo:hi], self._id_list, self._id_ranks, k
+                ))  # fmt: skip
         return out
 
     # -- persistence ---------------------------------------------------------------------
@@ -247,17 +250,3 @@ class BM25Retriever(Retriever):
             **arrays,
         )
 
-
-def top_k_ranking(
-    query_id: str, doc_index: np.ndarray, scores: np.ndarray, doc_ids: np.ndarray, k: int
-) -> Ranking:
-    """The exact top ``k`` of a sparse score vector, ties broken by doc id.
-
-    Every document tied with the k-th score is kept as a candidate before the final sort,
-    so the cut never depends on the order argpartition happened to leave them in.
-    """
-    if len(scores) > k:
-        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-        keep = scores >= kth
-        doc_index, scores = doc_index[keep], scores[keep]
-    return Ranking.from_scores(query_id, doc_ids[doc_index], scores, k)

@@ -107,10 +107,20 @@ def write_index(
     num_docs: int,
     arrays: Mapping[str, np.ndarray],
     json_files: Mapping[str, Any] | None = None,
+    copies: Mapping[str, str | Path] | None = None,
 ) -> Manifest:
-    """Write ``arrays`` as ``NAME.npy`` (and ``json_files`` as ``NAME.json``) plus the manifest."""
+    """Write ``arrays`` as ``NAME.npy``, ``json_files`` as ``NAME.json``, copy ``copies``
+    (name -> file or directory written by another engine, e.g. a Lucene index) and the manifest."""
     with atomic_dir(path) as tmp:
         files = {}
+        for name, src in (copies or {}).items():
+            src = Path(src)
+            if src.is_dir():
+                shutil.copytree(src, tmp / name)
+                files[name] = "dir"
+            else:
+                shutil.copyfile(src, tmp / name)
+                files[name] = _sha256(tmp / name)
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
             files[f"{name}.npy"] = _sha256(tmp / f"{name}.npy")
@@ -150,8 +160,10 @@ def read_index(
     arrays, jsons = {}, {}
     for name, digest in manifest.files.items():
         fp = path / name
-        if not fp.is_file():
+        if not fp.exists():
             raise IndexMismatch(f"{path} is incomplete: {name} is missing")
+        if digest == "dir":
+            continue
         if verify and _sha256(fp) != digest:
             raise IndexMismatch(f"{fp} does not match its checksum in the manifest")
         if name.endswith(".npy"):
