@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eval.benchmarks.rerank import build_minilm_cross_encoder as minilm_cross_encoder  # noqa: F401
+from eval.benchmarks.rerank import build_tiny_causal_lm as tiny_llama  # noqa: F401
 from retrieval.models import resolve_model_path
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -39,20 +41,6 @@ def tiny_bert_cross_encoder(path: Path, activation: str | None = None, seed: int
     return path
 
 
-def minilm_cross_encoder(path: Path, seed: int = 0) -> Path:
-    """The real MiniLM-L6 encoder with a seeded random 1-label head: ms-marco-MiniLM-L6 sized."""
-    import torch
-    from transformers import BertForSequenceClassification
-
-    if (path / "config.json").is_file():
-        return path
-    torch.manual_seed(seed)
-    model = BertForSequenceClassification.from_pretrained(resolve_model_path(MINILM), num_labels=1).eval()
-    model.save_pretrained(path)
-    minilm_tokenizer().save_pretrained(path)
-    return path
-
-
 def tiny_t5(path: Path, seed: int = 0) -> Path:
     """A 2-layer T5ForConditionalGeneration over the MiniLM vocabulary."""
     import torch
@@ -64,21 +52,5 @@ def tiny_t5(path: Path, seed: int = 0) -> Path:
                       num_heads=4, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id,
                       decoder_start_token_id=tok.pad_token_id)  # fmt: skip
     T5ForConditionalGeneration(config).eval().save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-def tiny_llama(path: Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
-    """A small LlamaForCausalLM over the MiniLM vocabulary ([CLS] as BOS, [SEP] as EOS)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(seed)
-    tok = minilm_tokenizer()
-    config = LlamaConfig(vocab_size=30522, hidden_size=hidden, intermediate_size=2 * hidden,
-                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=8192, bos_token_id=tok.cls_token_id,
-                         eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id)  # fmt: skip
-    LlamaForCausalLM(config).eval().save_pretrained(path)
     tok.save_pretrained(path)
     return path
