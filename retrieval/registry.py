@@ -46,6 +46,7 @@ RETRIEVERS = Registry(
     {
         "bm25": "retrieval.bm25:BM25Retriever",
         "lucene-bm25": "retrieval.lucene:LuceneBM25Retriever",
+        "sharded": "retrieval.sharded:ShardedRetriever",
     },
 )
 
