@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench import best_of
+from eval.bench import race
 from eval.datasets import load_dataset
 from retrieval.bm25 import BM25Retriever
 from retrieval.errors import require
@@ -108,8 +108,8 @@ def run_rerank(dataset_dir: Path, device: str | None = None, num_queries: int = 
         return out
 
     ours_run(), ref_run()  # warm-up: allocator, kernels, tokenizer caches
-    ours_s, ours_scores = best_of(ours_run, repeat)
-    ref_s, ref_scores = best_of(ref_run, repeat)
+    timings = race({"ours": ours_run, "ref": ref_run}, rounds=repeat)
+    (ours_s, ours_scores), (ref_s, ref_scores) = timings["ours"], timings["ref"]
     n = len(pairs)
     return {
         "benchmark": "rerank",
@@ -157,8 +157,8 @@ def run_listwise(dataset_dir: Path, device: str | None = None, num_queries: int 
         return go
 
     timed(first)(), timed(gen)()  # warm-up
-    first_s, _ = best_of(timed(first), repeat)
-    gen_s, _ = best_of(timed(gen), repeat)
+    timings = race({"first": timed(first), "gen": timed(gen)}, rounds=repeat)
+    first_s, gen_s = timings["first"][0], timings["gen"][0]
     windows = len(queries)  # depth == window: one window per query
     return {
         "benchmark": "listwise",
