@@ -115,7 +115,8 @@ class _WindowReranker(Reranker):
         """For each window, a permutation of its positions, best first."""
         raise NotImplementedError
 
-    def _messages(self, queries: Sequence[str], windows: Sequence[Sequence[Document]]):
+    def window_messages(self, queries: Sequence[str], windows: Sequence[Sequence[Document]]) -> list[list[dict]]:
+        """The chat messages for each (query, window of documents)."""
         return [self.prompt.messages(q, [d.contents for d in w]) for q, w in zip(queries, windows, strict=True)]
 
 
@@ -173,7 +174,7 @@ class ListwiseReranker(_WindowReranker):
             return []
         longest = max(len(w) for w in windows)
         budget = self.max_new_tokens or self.backend.estimate_tokens(self.prompt.answer_template(longest)) + 2
-        answers = self.backend.chat(self._messages(queries, windows), budget)
+        answers = self.backend.chat(self.window_messages(queries, windows), budget)
         perms = []
         for answer, window in zip(answers, windows, strict=True):
             perm, parsed = parse_permutation(answer, len(window), self.prompt.ids)
@@ -234,6 +235,6 @@ class FirstReranker(_WindowReranker):
     def order_windows(self, queries: Sequence[str], windows: Sequence[Sequence[Document]]) -> list[list[int]]:
         if not windows:
             return []
-        logits = self.backend.next_token_logits(self._messages(queries, windows), "[", self.token_ids)
+        logits = self.backend.next_token_logits(self.window_messages(queries, windows), "[", self.token_ids)
         # stable: equal logits keep the input order
         return [np.argsort(-row[: len(w)], kind="stable").tolist() for row, w in zip(logits, windows, strict=True)]

@@ -145,7 +145,7 @@ def run_listwise(dataset_dir: Path, device: str | None = None, num_queries: int 
     gen = ListwiseReranker(str(path), backend="hf", **common)
     answer_tokens = gen.backend.estimate_tokens(gen.prompt.answer_template(window)) + 2
     prompt_tokens = np.mean([gen.backend.estimate_tokens(gen.backend.render(m)) for m in
-                             gen._messages([q.text for q in queries], cands)])  # fmt: skip
+                             gen.window_messages([q.text for q in queries], cands)])  # fmt: skip
 
     def timed(reranker):
         def go():
