@@ -19,6 +19,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Self
 
@@ -168,11 +169,13 @@ class BM25Retriever(Retriever):
             doc_ids.append(doc.id)
             terms = analyzer(doc.contents)
             lens.append(len(terms))
-            for term, tf in Counter(terms).items():
-                tid = term_index.setdefault(term, len(term_index))
-                post_terms.append(tid)
-                post_docs.append(d)
-                post_tfs.append(tf)
+            counts = Counter(terms)
+            for term in counts:
+                if term not in term_index:
+                    term_index[term] = len(term_index)
+            post_terms.extend(map(term_index.__getitem__, counts))
+            post_docs.extend(repeat(d, len(counts)))
+            post_tfs.extend(counts.values())
         if not doc_ids:
             raise InvalidInput("the corpus is empty: nothing to index")
         terms_arr = np.frombuffer(post_terms, dtype=np.int32)

@@ -45,6 +45,9 @@ RETRIEVERS = Registry(
     "retriever",
     {
         "bm25": "retrieval.bm25:BM25Retriever",
+        "impact": "retrieval.impact:ImpactRetriever",
+        "splade": "retrieval.impact:ImpactRetriever",
+        "slim": "retrieval.slim:SlimRetriever",
         "lucene-bm25": "retrieval.lucene:LuceneBM25Retriever",
         "sharded": "retrieval.sharded:ShardedRetriever",
     },
