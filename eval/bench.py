@@ -19,6 +19,8 @@ BENCHMARKS = Registry(
     "benchmark",
     {
         "bm25": "eval.benchmarks.bm25:run",
+        "rerank": "eval.benchmarks.rerank:run_rerank",
+        "listwise": "eval.benchmarks.rerank:run_listwise",
         "sparse": "eval.benchmarks.sparse:run",
     },
 )

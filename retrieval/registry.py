@@ -54,4 +54,13 @@ RETRIEVERS = Registry(
 )
 
 #: Reranker families: each class scores (query, document) candidates.
-RERANKERS = Registry("reranker", {})
+RERANKERS = Registry(
+    "reranker",
+    {
+        "cross-encoder": "rerank.cross_encoder:CrossEncoderReranker",
+        "monot5": "rerank.t5:MonoT5Reranker",
+        "rankt5": "rerank.t5:RankT5Reranker",
+        "listwise": "rerank.listwise:ListwiseReranker",
+        "first": "rerank.listwise:FirstReranker",
+    },
+)
