@@ -60,9 +60,7 @@ def cmd_eval(args) -> int:
         if not args.pipeline:
             raise InvalidInput("give --pipeline NAME_OR_FILE or --run FILE")
         spec = PipelineSpec.resolve(args.pipeline)
-        rep, run = evaluate_pipeline(
-            dataset, spec, metrics, args.run_out, args.per_query or bool(args.compare)
-        )
+        rep, run = evaluate_pipeline(dataset, spec, metrics, args.run_out, args.per_query or bool(args.compare))
         report, pq = rep.to_json(), rep.per_query
         report.pop("per_query", None)
     if args.compare:
@@ -83,9 +81,7 @@ def cmd_eval(args) -> int:
     if args.json:
         _print_json(report)
     else:
-        print(
-            f"{report['dataset']} [{report['split']}] {report['pipeline']}: {report['num_queries']} queries"
-        )
+        print(f"{report['dataset']} [{report['split']}] {report['pipeline']}: {report['num_queries']} queries")
         for m, v in report["metrics"].items():
             sig = report.get("significance", {}).get(m)
             extra = f"   (baseline {sig['baseline_mean']:.4f}, p={sig['randomization_p']:.4f})" if sig else ""
@@ -176,9 +172,7 @@ def cmd_search(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="cascade", description="Retrieval and reranking: index, search, evaluate."
-    )
+    p = argparse.ArgumentParser(prog="cascade", description="Retrieval and reranking: index, search, evaluate.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = p.add_subparsers(dest="command", required=True)
@@ -207,9 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--corpus", required=True, help="BEIR dir, MS MARCO dir, .jsonl/.csv/.tsv file or folder")
     i.add_argument("--out", required=True, type=Path, help="index directory to create or extend")
     i.add_argument("--pipeline", default="bm25")
-    i.add_argument(
-        "--format", default="auto", choices=["auto", "beir", "jsonl", "csv", "tsv", "msmarco", "folder"]
-    )
+    i.add_argument("--format", default="auto", choices=["auto", "beir", "jsonl", "csv", "tsv", "msmarco", "folder"])
     i.add_argument("--id-field")
     i.add_argument("--text-field")
     i.add_argument("--title-field")
@@ -262,10 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # a bug, not bad input: still one line unless --debug
         if args.debug:
             raise
-        print(
-            f"cascade: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)",
-            file=sys.stderr,
-        )
+        print(f"cascade: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)", file=sys.stderr)
         return 1
 
 

@@ -307,7 +307,9 @@ def test_rerank_cohere_format(client, monkeypatch):
         "query": "stem cell gene",
         "documents": ["gene", {"text": "stem cell gene"}, "none", "stem gene"],
     }
-    assert_error(client.post("/v1/rerank", json=body), 422, "InvalidInput", "no reranker is installed")
+    installed = RERANKERS.names()
+    expected = f"installed: {', '.join(installed)}" if installed else "no reranker is installed"
+    assert_error(client.post("/v1/rerank", json=body), 422, "InvalidInput", expected)
     monkeypatch.setitem(RERANKERS._entries, "overlap", OverlapReranker)
     r = client.post("/v1/rerank", json={**body, "top_n": 3, "return_documents": True})
     assert r.status_code == 200, r.text
