@@ -318,7 +318,7 @@ def test_rerank_cohere_format(client, monkeypatch):
     assert res[0]["document"] == {"text": "stem cell gene"}
     assert "document" not in client.post("/v1/rerank", json=body).json()["results"][0]
     assert_error(
-        client.post("/v1/rerank", json={**body, "model": "other"}), 422, "InvalidInput", "installed: overlap"
+        client.post("/v1/rerank", json={**body, "model": "other"}), 422, "InvalidInput", "unknown reranker model 'other'"
     )
     assert_error(
         client.post("/v1/rerank", json={**body, "documents": []}), 422, "ValidationError", "documents"
