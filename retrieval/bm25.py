@@ -18,6 +18,8 @@ import logging
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Self
 
@@ -31,7 +33,7 @@ from .base import Retriever
 from .errors import InvalidInput
 from .progress import progress
 from .storage import read_index, write_index
-from .topk import id_ranks, top_k_ranking
+from .topk import id_ranks, ranking_from_arrays, top_k_sparse_rows
 from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,12 @@ def _int4_to_long(i: np.ndarray) -> np.ndarray:
     return np.where(shift == -1, bits, (bits | 0x08) << np.maximum(shift, 0))
 
 
+def bm25_kernel_available() -> bool:
+    from .impact_kernel import AVAILABLE
+
+    return AVAILABLE
+
+
 def lucene_quantized_length(lengths: np.ndarray) -> np.ndarray:
     """Document lengths as Lucene sees them after encoding the norm in one byte."""
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -72,19 +80,40 @@ def lucene_quantized_length(lengths: np.ndarray) -> np.ndarray:
 # --- scoring variants: small pure functions picked by name ----------------------------------
 
 
-def _lucene_weights(tf, dl, df, n_docs, avgdl, k1, b):
+def _lucene_weights(tf, dl, df, all_df, n_docs, avgdl, k1, b):
     idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
     dl = lucene_quantized_length(dl)
     return idf, tf / (tf + k1 * (1 - b + b * dl / avgdl))
 
 
-def _okapi_weights(tf, dl, df, n_docs, avgdl, k1, b, epsilon=0.25):
+def _okapi_weights(tf, dl, df, all_df, n_docs, avgdl, k1, b, epsilon=0.25):
     idf = np.log((n_docs - df + 0.5) / (df + 0.5))
-    idf = np.where(idf < 0, epsilon * idf.mean(), idf)
+    # rank-bm25 floors negative idf at epsilon x the mean idf of the whole vocabulary
+    mean_idf = np.log((n_docs - all_df + 0.5) / (all_df + 0.5)).mean()
+    idf = np.where(idf < 0, epsilon * mean_idf, idf)
     return idf, tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
 
 
 VARIANTS = {"lucene": _lucene_weights, "okapi": _okapi_weights}
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    """What BM25's idf and length norm depend on. A shard scored with the stats of the whole
+    collection gives exactly the scores the single index would."""
+
+    num_docs: int
+    total_length: int
+    df: dict[str, int]
+
+    @classmethod
+    def merge(cls, parts: Iterable[CollectionStats]) -> CollectionStats:
+        df: Counter[str] = Counter()
+        n = total = 0
+        for p in parts:
+            n, total = n + p.num_docs, total + p.total_length
+            df.update(p.df)
+        return cls(n, total, dict(df))
 
 
 class BM25Retriever(Retriever):
@@ -119,6 +148,7 @@ class BM25Retriever(Retriever):
         self._id_list, self._id_ranks = doc_ids.tolist(), id_ranks(doc_ids)
         self.analyzer = analyzer
         self.k1, self.b, self.variant = float(k1), float(b), variant
+        self._stats: CollectionStats | None = None
         self._matrix = self._weight_matrix()
 
     # -- build ---------------------------------------------------------------------------
@@ -145,11 +175,13 @@ class BM25Retriever(Retriever):
             doc_ids.append(doc.id)
             terms = analyzer(doc.contents)
             lens.append(len(terms))
-            for term, tf in Counter(terms).items():
-                tid = term_index.setdefault(term, len(term_index))
-                post_terms.append(tid)
-                post_docs.append(d)
-                post_tfs.append(tf)
+            counts = Counter(terms)
+            for term in counts:
+                if term not in term_index:
+                    term_index[term] = len(term_index)
+            post_terms.extend(map(term_index.__getitem__, counts))
+            post_docs.extend(repeat(d, len(counts)))
+            post_tfs.extend(counts.values())
         if not doc_ids:
             raise InvalidInput("the corpus is empty: nothing to index")
         terms_arr = np.frombuffer(post_terms, dtype=np.int32)
@@ -170,18 +202,35 @@ class BM25Retriever(Retriever):
             variant=variant,
         )
 
+    def collection_stats(self) -> CollectionStats:
+        df = np.diff(self.indptr)
+        return CollectionStats(self.num_docs, int(self.doc_lens.sum()), dict(zip(self.vocab, df.tolist(), strict=True)))
+
+    def use_collection_stats(self, stats: CollectionStats) -> None:
+        """Score with another collection's statistics (a shard with the whole index's)."""
+        missing = [t for t in self.vocab if t not in stats.df]
+        if missing:
+            raise InvalidInput(f"collection stats lack {len(missing)} of this index's terms, e.g. {missing[0]!r}")
+        self._stats = stats
+        self._matrix = self._weight_matrix()
+
     def _weight_matrix(self) -> sp.csr_matrix:
-        n_docs = len(self.doc_lens)
-        df = np.diff(self.indptr).astype(np.float64)
-        avgdl = float(self.doc_lens.sum()) / n_docs
+        stats = self._stats
+        if stats is None:
+            df = np.diff(self.indptr).astype(np.float64)
+            all_df, n_docs, total = df, len(self.doc_lens), float(self.doc_lens.sum())
+        else:
+            df = np.array([stats.df[t] for t in self.vocab], dtype=np.float64)
+            all_df = np.fromiter(stats.df.values(), dtype=np.float64, count=len(stats.df))
+            n_docs, total = stats.num_docs, float(stats.total_length)
         term_of_posting = np.repeat(np.arange(len(self.vocab)), np.diff(self.indptr))
         idf, tf_part = VARIANTS[self.variant](
             self.tfs.astype(np.float64), self.doc_lens[self.postings].astype(np.float64),
-            df, n_docs, avgdl, self.k1, self.b,
+            df, all_df, n_docs, total / n_docs, self.k1, self.b,
         )  # fmt: skip
         weights = (idf[term_of_posting] * tf_part).astype(np.float32)
         return sp.csr_matrix(
-            (weights, np.asarray(self.postings), np.asarray(self.indptr)), shape=(len(self.vocab), n_docs)
+            (weights, np.asarray(self.postings), np.asarray(self.indptr)), shape=(len(self.vocab), len(self.doc_lens))
         )
 
     # -- search --------------------------------------------------------------------------
@@ -206,18 +255,34 @@ class BM25Retriever(Retriever):
             shape=(len(queries), len(self.vocab)),
         )
 
-    def search(self, queries: Sequence[Query], k: int = 10, batch_size: int = 256) -> list[Ranking]:
+    def search(
+        self, queries: Sequence[Query], k: int = 10, batch_size: int = 256, engine: str = "auto"
+    ) -> list[Ranking]:
+        """Top ``k`` per query. ``engine``: ``numba`` (compiled loop, extra ``fast``),
+        ``scipy`` (one sparse product per batch), or ``auto`` (numba when installed)."""
         if k < 1:
             raise InvalidInput(f"k must be >= 1, got {k}")
+        if engine not in ("auto", "numba", "scipy"):
+            raise InvalidInput(f"unknown engine {engine!r}; valid: auto, numba, scipy")
+        use_numba = engine == "numba" or (engine == "auto" and bm25_kernel_available())
         out = []
         for start in range(0, len(queries), batch_size):
             batch = queries[start : start + batch_size]
-            scores = (self.query_matrix(batch) @ self._matrix).tocsr()
-            for i, q in enumerate(batch):
-                lo, hi = scores.indptr[i], scores.indptr[i + 1]
-                out.append(top_k_ranking(
-                    q.id, scores.indices[lo:hi], scores.data[lo:hi], self._id_list, self._id_ranks, k
-                ))  # fmt: skip
+            qm = self.query_matrix(batch)
+            if use_numba:
+                from .bm25_kernel import score_top_k
+
+                m = self._matrix
+                docs, scores, counts = score_top_k(
+                    qm.indptr, qm.indices, qm.data, m.indptr, m.indices, m.data, self.num_docs, k, self._id_ranks
+                )
+                out.extend(
+                    ranking_from_arrays(q.id, docs[i, : counts[i]], scores[i, : counts[i]], self._id_list)
+                    for i, q in enumerate(batch)
+                )
+            else:
+                scores = (qm @ self._matrix).tocsr()
+                out.extend(top_k_sparse_rows([q.id for q in batch], scores, self._id_list, self._id_ranks, k))
         return out
 
     # -- persistence ---------------------------------------------------------------------

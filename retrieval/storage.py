@@ -132,6 +132,25 @@ def write_index(
     return manifest
 
 
+def write_manifest(path: str | Path, manifest: Manifest) -> None:
+    """Write only ``path/manifest.json``, atomically: for directories whose other content
+    (e.g. shards, each an atomic index of its own) is written before the manifest commits it."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".{MANIFEST}.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(manifest.to_json(), indent=2))
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path / MANIFEST)
+    _fsync_dir(path)
+
+
+def manifest_digest(path: str | Path) -> str:
+    """SHA-256 of an index's manifest: identifies that exact build of the index."""
+    return _sha256(Path(path) / MANIFEST)
+
+
 def read_manifest(path: str | Path) -> Manifest:
     path = Path(path)
     _recover(path)
