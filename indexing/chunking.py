@@ -111,7 +111,7 @@ def _late(
             owners.append(doc)
     states = encoder.token_states(windows)
     out, w = [], 0
-    for doc, (p_ids, c_ids) in enumerate(zip(prompt_ids, content_ids, strict=True)):
+    for doc, p_ids in enumerate(prompt_ids):
         skip = len(pre) + len(p_ids)
         parts = []
         while w < len(owners) and owners[w] == doc:

@@ -22,7 +22,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from retrieval.errors import InvalidInput, require
-from retrieval.models import DEFAULT_DENSE_MODEL, load_error, resolve_device, resolve_dtype, resolve_model_path
+from retrieval.models import (
+    DEFAULT_DENSE_MODEL,
+    load_error,
+    resolve_device,
+    resolve_dtype,
+    resolve_model_path,
+)
 
 from .batching import pad_batch, token_budget_batches
 from .st_config import sentence_transformers_settings
