@@ -20,11 +20,66 @@ LUCENE_ENGLISH_STOP_WORDS = frozenset(
 )
 
 _LETTER = r"[^\W\d_]"
+# UAX#29: a soft hyphen (a Format char) never breaks a word; "·" joins letters like ":".
 _TOKEN = re.compile(
-    rf"\w+(?:(?:(?<={_LETTER})[.:'’](?={_LETTER})|(?<=\d)[.,;'’](?=\d))\w+)*"
+    rf"\w[\w\xad]*(?:(?:(?<={_LETTER})[.:'’·](?={_LETTER})|(?<=\d)[.,;'’](?=\d))\w[\w\xad]*)*"
+    r"|[©®™↔\U0001F300-\U0001FAFF]"  # Extended_Pictographic chars are tokens of their own
+)
+# Superscript / subscript digits and vulgar fractions are "No" characters: Python's \w takes
+# them as digits, Lucene's tokenizer does not treat them as word characters at all.
+_NOT_WORD = str.maketrans(
+    {c: " " for c in "¹²³¼½¾" + "".join(map(chr, range(0x2070, 0x20A0))) + "".join(map(chr, range(0x2150, 0x2190)))}
 )
 _POSSESSIVE = re.compile(r"['’]s$")
 _MAX_TOKEN_LENGTH = 255
+
+
+def _is_consonant(word: str, i: int) -> bool:
+    ch = word[i]
+    if ch in "aeiou":
+        return False
+    if ch == "y":
+        return i == 0 or not _is_consonant(word, i - 1)
+    return True
+
+
+def _measure(stem: str) -> int:
+    """Porter's m: the number of vowel-consonant sequences in ``stem``."""
+    m, prev_vowel = 0, False
+    for i in range(len(stem)):
+        cons = _is_consonant(stem, i)
+        if cons and prev_vowel:
+            m += 1
+        prev_vowel = not cons
+    return m
+
+
+def _cvc(stem: str) -> bool:
+    n = len(stem)
+    return (
+        n >= 3 and _is_consonant(stem, n - 3) and not _is_consonant(stem, n - 2)
+        and _is_consonant(stem, n - 1) and stem[-1] not in "wxy"
+    )  # fmt: skip
+
+
+def porter_departures(stem: str) -> str:
+    """Apply the two step-2 rules of Porter's reference C stemmer (which Lucene's
+    PorterStemmer ports) that Snowball's "porter" lacks: -bli -> -ble and -logi -> -log.
+
+    ``stem`` is Snowball's output; a word still ending in -bli / -logi there went through
+    steps 3-5 unchanged, so the rule and what steps 4-5 then do to "-ble" are replayed here.
+    """
+    if stem.endswith("logi") and _measure(stem[:-4]) > 0:
+        return stem[:-1]
+    if stem.endswith("bli") and _measure(stem[:-3]) > 0:
+        word = stem[:-1] + "e"
+        if word.endswith(("able", "ible")) and _measure(word[:-4]) > 1:
+            return word[:-4]
+        base = word[:-1]  # step 5a: drop the final e
+        if _measure(base) > 1 or (_measure(base) == 1 and not _cvc(base)):
+            return base
+        return word
+    return stem
 
 
 class Analyzer:
@@ -58,7 +113,7 @@ class Analyzer:
         keep = []
         for w in new:
             base = _POSSESSIVE.sub("", w)
-            if not base or base in self.stopwords or len(base) > _MAX_TOKEN_LENGTH:
+            if not base.strip("_") or base in self.stopwords or len(base) > _MAX_TOKEN_LENGTH:
                 self._cache[w] = None
             else:
                 keep.append((w, base))
@@ -68,12 +123,15 @@ class Analyzer:
             for (w, base), stem in zip(keep, stems, strict=True):
                 # Porter's reference implementation (and Lucene's port of it) leaves words
                 # of one or two letters alone; Snowball's would turn "s" into "".
-                self._cache[w] = base if len(base) <= 2 else stem
+                if len(base) <= 2:
+                    self._cache[w] = base
+                else:
+                    self._cache[w] = porter_departures(stem) if self.stemmer_name == "porter" else stem
         if len(self._cache) > 2_000_000:  # bound memory on huge vocabularies
             self._cache.clear()
 
     def __call__(self, text: str) -> list[str]:
-        words = _TOKEN.findall(text.lower())
+        words = _TOKEN.findall(text.lower().translate(_NOT_WORD))
         self._terms_for(words)
         cache = self._cache
         return [t for t in (cache.get(w) for w in words) if t is not None]

@@ -18,17 +18,21 @@ import logging
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
+
+from indexing.corpus import check_unique
 
 from .analysis import Analyzer
 from .base import Retriever
 from .errors import InvalidInput
+from .progress import progress
 from .storage import read_index, write_index
+from .topk import id_ranks, top_k_sparse_rows
 from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
@@ -69,19 +73,40 @@ def lucene_quantized_length(lengths: np.ndarray) -> np.ndarray:
 # --- scoring variants: small pure functions picked by name ----------------------------------
 
 
-def _lucene_weights(tf, dl, df, n_docs, avgdl, k1, b):
+def _lucene_weights(tf, dl, df, all_df, n_docs, avgdl, k1, b):
     idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
     dl = lucene_quantized_length(dl)
     return idf, tf / (tf + k1 * (1 - b + b * dl / avgdl))
 
 
-def _okapi_weights(tf, dl, df, n_docs, avgdl, k1, b, epsilon=0.25):
+def _okapi_weights(tf, dl, df, all_df, n_docs, avgdl, k1, b, epsilon=0.25):
     idf = np.log((n_docs - df + 0.5) / (df + 0.5))
-    idf = np.where(idf < 0, epsilon * idf.mean(), idf)
+    # rank-bm25 floors negative idf at epsilon x the mean idf of the whole vocabulary
+    mean_idf = np.log((n_docs - all_df + 0.5) / (all_df + 0.5)).mean()
+    idf = np.where(idf < 0, epsilon * mean_idf, idf)
     return idf, tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
 
 
 VARIANTS = {"lucene": _lucene_weights, "okapi": _okapi_weights}
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    """What BM25's idf and length norm depend on. A shard scored with the stats of the whole
+    collection gives exactly the scores the single index would."""
+
+    num_docs: int
+    total_length: int
+    df: dict[str, int]
+
+    @classmethod
+    def merge(cls, parts: Iterable[CollectionStats]) -> CollectionStats:
+        df: Counter[str] = Counter()
+        n = total = 0
+        for p in parts:
+            n, total = n + p.num_docs, total + p.total_length
+            df.update(p.df)
+        return cls(n, total, dict(df))
 
 
 class BM25Retriever(Retriever):
@@ -113,8 +138,10 @@ class BM25Retriever(Retriever):
         self.term_index = {t: i for i, t in enumerate(vocab)}
         self.indptr, self.postings, self.tfs = indptr, postings, tfs
         self.doc_lens, self.doc_ids = doc_lens, doc_ids
+        self._id_list, self._id_ranks = doc_ids.tolist(), id_ranks(doc_ids)
         self.analyzer = analyzer
         self.k1, self.b, self.variant = float(k1), float(b), variant
+        self._stats: CollectionStats | None = None
         self._matrix = self._weight_matrix()
 
     # -- build ---------------------------------------------------------------------------
@@ -134,12 +161,9 @@ class BM25Retriever(Retriever):
         analyzer = Analyzer(stemmer, stopwords)
         term_index: dict[str, int] = {}
         doc_ids: list[str] = []
-        seen: set[str] = set()
         post_terms, post_docs, post_tfs, lens = array("i"), array("i"), array("i"), array("i")
-        for doc in tqdm(docs, desc="bm25 index", unit="doc", disable=not show_progress, mininterval=1):
-            if doc.id in seen:
-                raise InvalidInput(f"duplicate document id {doc.id!r}")
-            seen.add(doc.id)
+        docs = check_unique(docs)
+        for doc in progress(docs, "bm25 index", enabled=show_progress):
             d = len(doc_ids)
             doc_ids.append(doc.id)
             terms = analyzer(doc.contents)
@@ -169,18 +193,35 @@ class BM25Retriever(Retriever):
             variant=variant,
         )
 
+    def collection_stats(self) -> CollectionStats:
+        df = np.diff(self.indptr)
+        return CollectionStats(self.num_docs, int(self.doc_lens.sum()), dict(zip(self.vocab, df.tolist(), strict=True)))
+
+    def use_collection_stats(self, stats: CollectionStats) -> None:
+        """Score with another collection's statistics (a shard with the whole index's)."""
+        missing = [t for t in self.vocab if t not in stats.df]
+        if missing:
+            raise InvalidInput(f"collection stats lack {len(missing)} of this index's terms, e.g. {missing[0]!r}")
+        self._stats = stats
+        self._matrix = self._weight_matrix()
+
     def _weight_matrix(self) -> sp.csr_matrix:
-        n_docs = len(self.doc_lens)
-        df = np.diff(self.indptr).astype(np.float64)
-        avgdl = float(self.doc_lens.sum()) / n_docs
+        stats = self._stats
+        if stats is None:
+            df = np.diff(self.indptr).astype(np.float64)
+            all_df, n_docs, total = df, len(self.doc_lens), float(self.doc_lens.sum())
+        else:
+            df = np.array([stats.df[t] for t in self.vocab], dtype=np.float64)
+            all_df = np.fromiter(stats.df.values(), dtype=np.float64, count=len(stats.df))
+            n_docs, total = stats.num_docs, float(stats.total_length)
         term_of_posting = np.repeat(np.arange(len(self.vocab)), np.diff(self.indptr))
         idf, tf_part = VARIANTS[self.variant](
             self.tfs.astype(np.float64), self.doc_lens[self.postings].astype(np.float64),
-            df, n_docs, avgdl, self.k1, self.b,
+            df, all_df, n_docs, total / n_docs, self.k1, self.b,
         )  # fmt: skip
         weights = (idf[term_of_posting] * tf_part).astype(np.float32)
         return sp.csr_matrix(
-            (weights, np.asarray(self.postings), np.asarray(self.indptr)), shape=(len(self.vocab), n_docs)
+            (weights, np.asarray(self.postings), np.asarray(self.indptr)), shape=(len(self.vocab), len(self.doc_lens))
         )
 
     # -- search --------------------------------------------------------------------------
@@ -212,9 +253,7 @@ class BM25Retriever(Retriever):
         for start in range(0, len(queries), batch_size):
             batch = queries[start : start + batch_size]
             scores = (self.query_matrix(batch) @ self._matrix).tocsr()
-            for i, q in enumerate(batch):
-                lo, hi = scores.indptr[i], scores.indptr[i + 1]
-                out.append(top_k_ranking(q.id, scores.indices[lo:hi], scores.data[lo:hi], self.doc_ids, k))
+            out.extend(top_k_sparse_rows([q.id for q in batch], scores, self._id_list, self._id_ranks, k))
         return out
 
     # -- persistence ---------------------------------------------------------------------
@@ -247,17 +286,3 @@ class BM25Retriever(Retriever):
             **arrays,
         )
 
-
-def top_k_ranking(
-    query_id: str, doc_index: np.ndarray, scores: np.ndarray, doc_ids: np.ndarray, k: int
-) -> Ranking:
-    """The exact top ``k`` of a sparse score vector, ties broken by doc id.
-
-    Every document tied with the k-th score is kept as a candidate before the final sort,
-    so the cut never depends on the order argpartition happened to leave them in.
-    """
-    if len(scores) > k:
-        kth = np.partition(scores, len(scores) - k)[len(scores) - k]
-        keep = scores >= kth
-        doc_index, scores = doc_index[keep], scores[keep]
-    return Ranking.from_scores(query_id, doc_ids[doc_index], scores, k)

@@ -46,6 +46,8 @@ RETRIEVERS = Registry(
     {
         "bm25": "retrieval.bm25:BM25Retriever",
         "dense": "retrieval.dense:DenseRetriever",
+        "lucene-bm25": "retrieval.lucene:LuceneBM25Retriever",
+        "sharded": "retrieval.sharded:ShardedRetriever",
     },
 )
 

@@ -107,10 +107,20 @@ def write_index(
     num_docs: int,
     arrays: Mapping[str, np.ndarray],
     json_files: Mapping[str, Any] | None = None,
+    copies: Mapping[str, str | Path] | None = None,
 ) -> Manifest:
-    """Write ``arrays`` as ``NAME.npy`` (and ``json_files`` as ``NAME.json``) plus the manifest."""
+    """Write ``arrays`` as ``NAME.npy``, ``json_files`` as ``NAME.json``, copy ``copies``
+    (name -> file or directory written by another engine, e.g. a Lucene index) and the manifest."""
     with atomic_dir(path) as tmp:
         files = {}
+        for name, src in (copies or {}).items():
+            src = Path(src)
+            if src.is_dir():
+                shutil.copytree(src, tmp / name)
+                files[name] = "dir"
+            else:
+                shutil.copyfile(src, tmp / name)
+                files[name] = _sha256(tmp / name)
         for name, arr in arrays.items():
             np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
             files[f"{name}.npy"] = _sha256(tmp / f"{name}.npy")
@@ -120,6 +130,25 @@ def write_index(
         manifest = Manifest(kind, format_version, dict(params), int(num_docs), files)
         (tmp / MANIFEST).write_text(json.dumps(manifest.to_json(), indent=2))
     return manifest
+
+
+def write_manifest(path: str | Path, manifest: Manifest) -> None:
+    """Write only ``path/manifest.json``, atomically: for directories whose other content
+    (e.g. shards, each an atomic index of its own) is written before the manifest commits it."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f".{MANIFEST}.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(manifest.to_json(), indent=2))
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path / MANIFEST)
+    _fsync_dir(path)
+
+
+def manifest_digest(path: str | Path) -> str:
+    """SHA-256 of an index's manifest: identifies that exact build of the index."""
+    return _sha256(Path(path) / MANIFEST)
 
 
 def read_manifest(path: str | Path) -> Manifest:
@@ -150,8 +179,10 @@ def read_index(
     arrays, jsons = {}, {}
     for name, digest in manifest.files.items():
         fp = path / name
-        if not fp.is_file():
+        if not fp.exists():
             raise IndexMismatch(f"{path} is incomplete: {name} is missing")
+        if digest == "dir":
+            continue
         if verify and _sha256(fp) != digest:
             raise IndexMismatch(f"{fp} does not match its checksum in the manifest")
         if name.endswith(".npy"):

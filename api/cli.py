@@ -1,0 +1,253 @@
+"""The ``cascade`` command: thin wrappers over library functions, run in-process.
+
+Errors the user can fix (the project's :class:`CascadeError` tree) print one line on
+stderr and exit 2; anything else is a bug, printed as one line too (``--debug`` shows the
+traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from retrieval.errors import CascadeError, InvalidInput
+
+log = logging.getLogger("cascade")
+
+
+def _kv(pairs: Sequence[str]) -> dict:
+    """``key=value`` options; values parsed as JSON when they can be (numbers, booleans)."""
+    out = {}
+    for p in pairs or []:
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"expected key=value, got {p!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+
+
+# -- eval ------------------------------------------------------------------------------------
+
+
+def cmd_eval(args) -> int:
+    from eval.datasets import load_dataset
+    from eval.evaluate import evaluate_pipeline, score_run
+    from eval.metrics import parse_metrics
+    from eval.trec import read_run
+    from retrieval.pipeline import PipelineSpec
+
+    metrics = parse_metrics(args.metrics)
+    dataset = load_dataset(args.dataset, args.split)
+    if args.run:
+        run = read_run(args.run)
+        agg, pq = score_run(dataset, run, metrics, args.per_query or bool(args.compare))
+        report = {
+            "dataset": dataset.name, "split": dataset.split, "pipeline": f"run:{args.run}",
+            "num_queries": len(dataset.queries), "metrics": agg, "timings_s": {},
+        }  # fmt: skip
+    else:
+        if not args.pipeline:
+            raise InvalidInput("give --pipeline NAME_OR_FILE or --run FILE")
+        spec = PipelineSpec.resolve(args.pipeline)
+        rep, run = evaluate_pipeline(dataset, spec, metrics, args.run_out, args.per_query or bool(args.compare))
+        report, pq = rep.to_json(), rep.per_query
+        report.pop("per_query", None)
+    if args.compare:
+        from eval.significance import paired_t_test, randomization_test
+
+        other, base_pq = score_run(dataset, read_run(args.compare), metrics, True)
+        report["significance"] = {
+            m: {
+                "baseline": str(args.compare),
+                "baseline_mean": round(other[m], 6),
+                "t_test_p": paired_t_test(pq[m], base_pq[m]),
+                "randomization_p": randomization_test(pq[m], base_pq[m]),
+            }
+            for m in metrics
+        }
+    if args.per_query:
+        report["per_query"] = pq
+    if args.json:
+        _print_json(report)
+    else:
+        print(f"{report['dataset']} [{report['split']}] {report['pipeline']}: {report['num_queries']} queries")
+        for m, v in report["metrics"].items():
+            sig = report.get("significance", {}).get(m)
+            extra = f"   (baseline {sig['baseline_mean']:.4f}, p={sig['randomization_p']:.4f})" if sig else ""
+            print(f"  {m:<12} {v:.4f}{extra}")
+        for t, v in report["timings_s"].items():
+            print(f"  {t:<28} {v:.3f}")
+    return 0
+
+
+# -- bench -----------------------------------------------------------------------------------
+
+
+def cmd_bench(args) -> int:
+    from eval.bench import run_benchmark
+
+    result = run_benchmark(args.name, args.dataset, device=args.device, **_kv(args.opt))
+    if args.json:
+        _print_json(result)
+    else:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+# -- index / search ----------------------------------------------------------------------------
+
+
+def cmd_index(args) -> int:
+    from indexing.corpus import read_corpus
+    from indexing.index_set import IndexSet
+    from retrieval.pipeline import PipelineSpec
+
+    spec = PipelineSpec.resolve(args.pipeline)
+    fields = {k: v for k, v in (("id_field", args.id_field), ("text_field", args.text_field),
+                                ("title_field", args.title_field)) if v is not None}  # fmt: skip
+    corpus = Path(args.corpus)
+    if not corpus.exists():
+        raise InvalidInput(f"corpus {corpus} does not exist")
+    index_set = IndexSet(args.out, lambda: read_corpus(corpus, args.format, **fields))
+    index_set.build(spec)
+    n = len(index_set.docstore())
+    result = {"index": str(args.out), "pipeline": spec.name, "num_docs": n}
+    _print_json(result) if args.json else print(f"indexed {n} documents into {args.out} for {spec.name}")
+    return 0
+
+
+def cmd_search(args) -> int:
+    from indexing.index_set import IndexSet
+    from retrieval.pipeline import PipelineSpec
+    from retrieval.types import Query
+
+    if not Path(args.index).is_dir():
+        raise InvalidInput(f"index directory {args.index} does not exist (build it with `cascade index`)")
+    spec = PipelineSpec.resolve(args.pipeline)
+    index_set = IndexSet(args.index)
+    pipeline = index_set.pipeline(spec)
+    texts = list(args.query or [])
+    if args.queries:
+        texts += [line.rstrip("\n") for line in open(args.queries, encoding="utf-8") if line.strip()]
+    if not texts or not all(t.strip() for t in texts):
+        raise InvalidInput("give at least one non-empty --query (or --queries FILE)")
+    queries = [Query(str(i), t) for i, t in enumerate(texts)]
+    out = pipeline.search(queries, k=args.k)
+    store = index_set.docstore()
+    results = []
+    for q, ranking in zip(queries, out.rankings, strict=True):
+        docs = store.get_many(list(ranking.doc_ids), missing_ok=True)
+        by_id = {d.id: d for d in docs}
+        hits = [{"id": h.doc_id, "score": h.score, "title": by_id[h.doc_id].title if h.doc_id in by_id else "",
+                 "text": by_id[h.doc_id].text[:300] if h.doc_id in by_id else ""} for h in ranking]  # fmt: skip
+        results.append({"query": q.text, "hits": hits})
+    if args.json:
+        _print_json({"pipeline": spec.name, "results": results, "timings_s": out.timings_s})
+    else:
+        for r in results:
+            print(f"query: {r['query']}")
+            for rank, h in enumerate(r["hits"], start=1):
+                print(f"  {rank:>3}. {h['id']:<20} {h['score']:.4f}  {(h['title'] or h['text'])[:80]}")
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cascade", description="Retrieval and reranking: index, search, evaluate.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    e = sub.add_parser("eval", help="evaluate a pipeline (or a run file) on a BEIR / MS MARCO dataset")
+    e.add_argument("--dataset", required=True, help="dataset directory or BEIR name")
+    e.add_argument("--pipeline", help="preset name or YAML/JSON spec file")
+    e.add_argument("--split", default="test")
+    e.add_argument("--metrics", default="ndcg@10,recall@100,mrr@10")
+    e.add_argument("--run-out", type=Path, help="write the run as a TREC file")
+    e.add_argument("--run", type=Path, help="evaluate this TREC run file instead of running a pipeline")
+    e.add_argument("--compare", type=Path, help="a baseline TREC run: add paired significance tests")
+    e.add_argument("--per-query", action="store_true", help="include per-query values")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_eval)
+
+    b = sub.add_parser("bench", help="benchmark against a reference tool in the same process")
+    b.add_argument("name")
+    b.add_argument("--dataset", required=True)
+    b.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the benchmark's choice)")
+    b.add_argument("--opt", action="append", metavar="KEY=VALUE", help="benchmark option (repeatable)")
+    b.add_argument("--json", action="store_true")
+    b.set_defaults(func=cmd_bench)
+
+    i = sub.add_parser("index", help="build the indexes a pipeline needs, plus a docstore")
+    i.add_argument("--corpus", required=True, help="BEIR dir, MS MARCO dir, .jsonl/.csv/.tsv file or folder")
+    i.add_argument("--out", required=True, type=Path, help="index directory to create or extend")
+    i.add_argument("--pipeline", default="bm25")
+    i.add_argument("--format", default="auto", choices=["auto", "beir", "jsonl", "csv", "tsv", "msmarco", "folder"])
+    i.add_argument("--id-field")
+    i.add_argument("--text-field")
+    i.add_argument("--title-field")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_index)
+
+    s = sub.add_parser("search", help="search an index directory built by `cascade index`")
+    s.add_argument("--index", required=True, type=Path)
+    s.add_argument("--pipeline", default="bm25")
+    s.add_argument("--query", "-q", action="append", help="query text (repeatable)")
+    s.add_argument("--queries", type=Path, help="file with one query per line")
+    s.add_argument("-k", type=int, default=10)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_search)
+
+    _add_serve(sub)
+    return p
+
+
+def _add_serve(sub) -> None:
+    """``cascade serve`` lives with the API app; it is only registered when that module exists."""
+    try:
+        from api.server import add_serve_parser
+    except ImportError:
+        return
+    add_serve_parser(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except CascadeError as e:
+        if args.debug:
+            raise
+        print(f"cascade: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cascade: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as e:  # a bug, not bad input: still one line unless --debug
+        if args.debug:
+            raise
+        print(f"cascade: internal error: {type(e).__name__}: {e} (rerun with --debug for a traceback)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Benchmarks: our code against a reference tool, in the same process, on the same data.
+
+Each benchmark is a function ``(dataset_dir: Path, device: str | None = None, **opts) -> dict``
+returning ``{"benchmark", "ours", "baseline": {"name", ...}, "ratio"}`` with ratio > 1
+meaning Cascade is faster (or better, as the benchmark says). Run them while nothing else
+runs: on a shared 2-core machine a ratio measured under load lies.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from retrieval.registry import Registry
+
+BENCHMARKS = Registry(
+    "benchmark",
+    {
+        "bm25": "eval.benchmarks.bm25:run",
+    },
+)
+
+
+def race(contenders: dict[str, Callable[[], Any]], rounds: int = 5) -> dict[str, tuple[float, Any]]:
+    """Time each contender ``rounds`` times, taking turns, and keep each one's fastest run.
+
+    Taking turns spreads any background load over both sides, and the minimum is the run
+    least disturbed by it; the ratio of minima is what a benchmark reports.
+    """
+    best: dict[str, tuple[float, Any]] = {name: (float("inf"), None) for name in contenders}
+    for _ in range(rounds):
+        for name, fn in contenders.items():
+            t = time.perf_counter()
+            result = fn()
+            elapsed = time.perf_counter() - t
+            if elapsed < best[name][0]:
+                best[name] = (elapsed, result)
+    return best
+
+
+def run_benchmark(name: str, dataset: str | Path, device: str | None = None, **opts) -> dict:
+    return BENCHMARKS.get(name)(Path(dataset), device=device, **opts)

@@ -1,0 +1,90 @@
+"""``cascade bench bm25``: our BM25 against bm25s (the fast reference) and rank-bm25 (slow).
+
+All single-threaded, same queries (the split's judged queries), same k. Index build and
+query throughput are timed separately; query time includes tokenization for every tool,
+since a user pays for it. nDCG@10 of each is reported too, so speed is never bought with
+a different answer.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eval.bench import race
+from eval.datasets import load_dataset
+from eval.metrics import evaluate
+from retrieval.bm25 import BM25Retriever
+from retrieval.errors import require
+from retrieval.types import Ranking
+
+
+def run(dataset_dir: Path, device: str | None = None, k: int = 100, split: str = "test",
+        rank_bm25_queries: int = 300, rounds: int = 7, **_) -> dict:  # fmt: skip
+    from threadpoolctl import threadpool_limits
+
+    bm25s = require("bm25s", "bench")
+    rank_bm25 = require("rank_bm25", "bench")
+    stemmer_mod = require("Stemmer", "bench")
+    ds = load_dataset(dataset_dir, split)
+    docs = list(ds.corpus())
+    queries = ds.queries
+    texts = [d.contents for d in docs]
+    doc_ids = np.array([d.id for d in docs], dtype=str)
+
+    def ndcg(rankings):
+        return round(evaluate({r.query_id: r for r in rankings}, ds.qrels, ["ndcg@10"])["ndcg@10"], 4)
+
+    with threadpool_limits(1):
+        t = time.perf_counter()
+        ours = BM25Retriever.build(docs, show_progress=False)
+        ours_build = time.perf_counter() - t
+
+        stemmer = stemmer_mod.Stemmer("english")
+        t = time.perf_counter()
+        ref = bm25s.BM25(k1=0.9, b=0.4)
+        ref.index(bm25s.tokenize(texts, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+        ref_build = time.perf_counter() - t
+
+        def ref_search():
+            toks = bm25s.tokenize([q.text for q in queries], stopwords="en", stemmer=stemmer, show_progress=False)
+            return ref.retrieve(toks, k=k, n_threads=1, show_progress=False)
+
+        timed = race({"ours": lambda: ours.search(queries, k=k), "bm25s": ref_search}, rounds=rounds)
+        ours_s, ours_rankings = timed["ours"]
+        ref_s, (idx, scores) = timed["bm25s"]
+        ref_rankings = [Ranking.from_scores(q.id, doc_ids[i], s) for q, i, s in zip(queries, idx, scores, strict=True)]
+
+        # rank-bm25 on our tokens, Okapi variant: slow, so a slice of the queries
+        analyzer = ours.analyzer
+        t = time.perf_counter()
+        okapi = rank_bm25.BM25Okapi([analyzer(x) for x in texts])
+        okapi_build = time.perf_counter() - t
+        sub = queries[:rank_bm25_queries]
+        t = time.perf_counter()
+        okapi_rankings = []
+        for q in sub:
+            s = okapi.get_scores(analyzer(q.text))
+            top = np.argpartition(-s, k)[:k]
+            okapi_rankings.append(Ranking.from_scores(q.id, doc_ids[top], s[top]))
+        okapi_s = time.perf_counter() - t
+
+    ours_qps, ref_qps = len(queries) / ours_s, len(queries) / ref_s
+    return {
+        "benchmark": "bm25",
+        "dataset": str(dataset_dir),
+        "num_docs": len(docs),
+        "num_queries": len(queries),
+        "k": k,
+        "threads": 1,
+        "ours": {"name": "cascade BM25 (lucene variant)", "index_s": round(ours_build, 3),
+                 "queries_per_s": round(ours_qps, 1), "ndcg@10": ndcg(ours_rankings)},
+        "baseline": {"name": f"bm25s {bm25s.__version__}", "backend": ref.backend if hasattr(ref, "backend") else "numpy",
+                     "index_s": round(ref_build, 3), "queries_per_s": round(ref_qps, 1), "ndcg@10": ndcg(ref_rankings)},
+        "slow_reference": {"name": "rank-bm25 BM25Okapi", "index_s": round(okapi_build, 3),
+                           "queries": len(sub), "queries_per_s": round(len(sub) / okapi_s, 1)},
+        "ratio": round(ours_qps / ref_qps, 3),
+        "index_ratio": round(ref_build / ours_build, 3),
+    }  # fmt: skip

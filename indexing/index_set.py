@@ -1,0 +1,100 @@
+"""An index directory for a corpus: one sub-index per retriever configuration, plus the
+docstore that rerankers and the API read document text from.
+
+``cascade index`` writes one; ``cascade eval`` keeps one per dataset in the cache, so a
+second run with the same index configuration does not re-encode the corpus.
+
+Layout::
+
+    ROOT/docstore.sqlite
+    ROOT/<kind>-<hash of build params>/manifest.json ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from retrieval.base import Retriever
+from retrieval.errors import NotFound
+from retrieval.pipeline import Pipeline, PipelineSpec, RetrieverStage
+from retrieval.registry import RETRIEVERS
+from retrieval.storage import MANIFEST
+from retrieval.types import Document
+
+from .corpus import check_unique
+from .docstore import DocStore
+
+log = logging.getLogger(__name__)
+
+CorpusFactory = Callable[[], Iterable[Document]]
+
+
+def stage_key(stage: RetrieverStage) -> str:
+    """Directory name of a retriever stage's index: its kind and a hash of its build params."""
+    digest = hashlib.sha256(json.dumps(stage.params, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{stage.retriever}-{digest[:12]}"
+
+
+class IndexSet:
+    """Args:
+    root: the directory.
+    corpus: a function returning a fresh document stream; needed only to build what is missing.
+    """
+
+    def __init__(self, root: str | Path, corpus: CorpusFactory | None = None):
+        self.root = Path(root)
+        self.corpus = corpus
+
+    def _require_corpus(self, what: str) -> CorpusFactory:
+        if self.corpus is None:
+            raise NotFound(f"{self.root} has no {what} and no corpus was given to build it")
+        return self.corpus
+
+    def retriever(self, stage: RetrieverStage, build_only: bool = False) -> Retriever | None:
+        """Load the stage's index, building and saving it first if it is missing."""
+        cls = RETRIEVERS.get(stage.retriever)
+        path = self.root / stage_key(stage)
+        if (path / MANIFEST).is_file():
+            return None if build_only else cls.load(path)
+        corpus = self._require_corpus(f"{stage.retriever} index with params {stage.params}")
+        log.info("building %s index in %s", stage.retriever, path)
+        index = cls.build(check_unique(corpus()), **stage.params)
+        index.save(path)
+        return None if build_only else index
+
+    def docstore(self) -> DocStore:
+        """The docstore, filled from the corpus on first use (atomically: temp file + rename)."""
+        path = self.root / "docstore.sqlite"
+        if not path.is_file():
+            corpus = self._require_corpus("docstore")
+            tmp = path.with_name(f".docstore.{os.getpid()}.sqlite")
+            tmp.unlink(missing_ok=True)
+            store = DocStore(tmp)
+            batch: list[Document] = []
+            for doc in check_unique(corpus()):
+                batch.append(doc)
+                if len(batch) >= 10_000:
+                    store.put_many(batch, replace=False)
+                    batch = []
+            store.put_many(batch, replace=False)
+            store.close()
+            for suffix in ("-wal", "-shm"):
+                Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+            tmp.rename(path)
+        return DocStore(path)
+
+    def pipeline(self, spec: PipelineSpec) -> Pipeline:
+        retrievers = [self.retriever(s) for s in spec.retrievers]
+        docs = self.docstore() if spec.rerankers else None
+        return Pipeline(spec, retrievers, docs=docs)
+
+    def build(self, spec: PipelineSpec) -> None:
+        """Build every index the spec needs and the docstore, without loading them."""
+        for s in spec.retrievers:
+            self.retriever(s, build_only=True)
+        self.docstore().close()

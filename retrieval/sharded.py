@@ -1,0 +1,133 @@
+"""A sharded index: N ordinary index directories of one kind plus a manifest that binds them.
+
+Layout::
+
+    ROOT/manifest.json           kind "sharded": the shards' kind, names and manifest digests
+    ROOT/shard-000/ ...          each a normal index directory (BM25, dense, ...)
+
+Documents go to shard ``crc32(id) % N``, so any process can route a document without a
+directory lookup. Search fans out to every shard and merges the per-shard top-k exactly as
+one index would: scores are comparable because a family with collection statistics (BM25's
+idf and average length) is scored with the statistics of the whole collection.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Self
+
+from .base import Retriever
+from .errors import IndexMismatch, InvalidInput
+from .registry import RETRIEVERS
+from .storage import Manifest, manifest_digest, read_manifest, write_manifest
+from .types import Document, Query, Ranking
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+
+
+def shard_of(doc_id: str, num_shards: int) -> int:
+    return zlib.crc32(doc_id.encode("utf-8")) % num_shards
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:03d}"
+
+
+def shard_docs(docs: Iterable[Document], shard: int, num_shards: int) -> Iterator[Document]:
+    return (d for d in docs if shard_of(d.id, num_shards) == shard)
+
+
+def commit_shards(root: str | Path, kind: str, num_shards: int, params: dict) -> Manifest:
+    """Bind the built shards under ``root`` with a manifest (the last write of a build)."""
+    root = Path(root)
+    digests, num_docs = [], 0
+    for i in range(num_shards):
+        path = root / shard_name(i)
+        m = read_manifest(path)
+        if m.kind != kind:
+            raise IndexMismatch(f"{path} holds a {m.kind!r} index, not {kind!r}")
+        digests.append(manifest_digest(path))
+        num_docs += m.num_docs
+    manifest = Manifest(
+        "sharded", FORMAT_VERSION,
+        {"retriever": kind, "num_shards": num_shards, "digests": digests, "params": params},
+        num_docs, {},
+    )  # fmt: skip
+    write_manifest(root, manifest)
+    return manifest
+
+
+class ShardedRetriever(Retriever):
+    """Searches N shards and merges their rankings. ``threads`` shards are searched at once."""
+
+    kind = "sharded"
+
+    def __init__(self, shards: Sequence[Retriever], threads: int = 1):
+        if not shards:
+            raise InvalidInput("a sharded index needs at least one shard")
+        self.shards = list(shards)
+        self.threads = threads
+        if all(hasattr(s, "collection_stats") for s in self.shards):
+            merged = type(self.shards[0].collection_stats()).merge(s.collection_stats() for s in self.shards)
+            for s in self.shards:
+                s.use_collection_stats(merged)
+
+    @classmethod
+    def build(cls, docs: Iterable[Document], retriever: str = "bm25", num_shards: int = 4, **params) -> Self:
+        """Build in this process (keeps every shard's documents in memory once).
+        For a corpus that does not fit, or several machines, use ``indexing.ray_build``."""
+        family = RETRIEVERS.get(retriever)
+        buckets: list[list[Document]] = [[] for _ in range(num_shards)]
+        for d in docs:
+            buckets[shard_of(d.id, num_shards)].append(d)
+        shards = [family.build(b, **params) for b in buckets]
+        out = cls(shards)
+        out._spec = (retriever, params)
+        return out
+
+    @property
+    def num_docs(self) -> int:
+        return sum(s.num_docs for s in self.shards)
+
+    def search(self, queries: Sequence[Query], k: int = 10, **kwargs) -> list[Ranking]:
+        with ThreadPoolExecutor(self.threads) as pool:
+            per_shard = list(pool.map(lambda s: s.search(queries, k, **kwargs), self.shards))
+        merged = []
+        for i, q in enumerate(queries):
+            ids = [d for rankings in per_shard for d in rankings[i].doc_ids]
+            scores = [x for rankings in per_shard for x in rankings[i].scores]
+            merged.append(Ranking.from_scores(q.id, ids, scores, k))
+        return merged
+
+    def save(self, path: str | Path) -> None:
+        retriever, params = getattr(self, "_spec", (None, {}))
+        if retriever is None:
+            raise InvalidInput("only a sharded index built in this process can be saved; a loaded one is on disk")
+        for i, shard in enumerate(self.shards):
+            shard.save(Path(path) / shard_name(i))
+        commit_shards(path, retriever, len(self.shards), params)
+
+    @classmethod
+    def load(cls, path: str | Path, threads: int = 1) -> Self:
+        path = Path(path)
+        m = read_manifest(path)
+        if m.kind != cls.kind:
+            raise IndexMismatch(f"{path} holds a {m.kind!r} index, not a sharded one")
+        if m.format_version != FORMAT_VERSION:
+            raise IndexMismatch(f"{path} has format version {m.format_version}; this Cascade reads {FORMAT_VERSION}")
+        family = RETRIEVERS.get(m.params["retriever"])
+        shards = []
+        for i, digest in enumerate(m.params["digests"]):
+            shard_path = path / shard_name(i)
+            if not shard_path.is_dir():
+                raise IndexMismatch(f"{path}: {shard_name(i)} is missing")
+            if manifest_digest(shard_path) != digest:
+                raise IndexMismatch(f"{path}: {shard_name(i)} is not the shard this index was built with")
+            shards.append(family.load(shard_path))
+        return cls(shards, threads)

@@ -1,0 +1,45 @@
+import json
+from pathlib import Path
+
+import pytest
+
+SCIFACT = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "scifact"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own index cache: no test depends on another's leftovers."""
+    monkeypatch.setenv("CASCADE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="session")
+def scifact() -> Path:
+    if not (SCIFACT / "corpus.jsonl").is_file():
+        pytest.skip(f"SciFact not found at {SCIFACT}")
+    return SCIFACT
+
+
+def write_beir(root: Path, docs: list[dict], queries: list[dict], qrels: list[tuple[str, str, int]]) -> Path:
+    """A BEIR-layout dataset on disk, built from plain lists."""
+    (root / "qrels").mkdir(parents=True, exist_ok=True)
+    (root / "corpus.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (root / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{r}\n" for q, d, r in qrels)
+    )
+    return root
+
+
+TOY_DOCS = [
+    {"_id": "d1", "title": "Stem cells", "text": "Stem cells differentiate into neurons."},
+    {"_id": "d2", "title": "Heart", "text": "The heart pumps blood through arteries and veins."},
+    {"_id": "d3", "title": "Neurons", "text": "Neurons transmit signals; stem cell therapy repairs neurons."},
+    {"_id": "d4", "title": "Blood", "text": "Blood carries oxygen. Red blood cells carry hemoglobin."},
+]
+TOY_QUERIES = [{"_id": "q1", "text": "stem cell neurons"}, {"_id": "q2", "text": "blood oxygen"}]
+TOY_QRELS = [("q1", "d3", 1), ("q1", "d1", 1), ("q2", "d4", 2)]
+
+
+@pytest.fixture
+def toy_dataset(tmp_path) -> Path:
+    return write_beir(tmp_path / "toy", TOY_DOCS, TOY_QUERIES, TOY_QRELS)
