@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -63,8 +64,13 @@ class IndexSet:
             return None if build_only else cls.load(path)
         corpus = self._require_corpus(f"{stage.retriever} index with params {stage.params}")
         log.info("building %s index in %s", stage.retriever, path)
-        index = cls.build(check_unique(corpus()), **stage.params)
+        params = dict(stage.params)
+        work = path.with_name(f".{path.name}.work")
+        if getattr(cls, "resumable_build", False):  # encodes in shards there; a killed build resumes
+            params.setdefault("work_dir", work)
+        index = cls.build(check_unique(corpus()), **params)
         index.save(path)
+        shutil.rmtree(work, ignore_errors=True)
         return None if build_only else index
 
     def docstore(self) -> DocStore:

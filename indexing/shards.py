@@ -35,7 +35,7 @@ def encode_in_shards(
     encode: ShardEncoder,
     work_dir: str | Path | None,
     settings: dict[str, Any],
-    shard_size: int = 8192,
+    shard_size: int = 2048,
     on_shard: Callable[[int], None] | None = None,
     show_progress: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -57,6 +57,8 @@ class DenseRetriever(Retriever):
     """
 
     kind = "dense"
+    #: build() takes a ``work_dir`` for resumable shards (indexing.index_set passes one)
+    resumable_build = True
 
     def __init__(
         self,
@@ -106,7 +108,7 @@ class DenseRetriever(Retriever):
         prompts: str | None = None,
         encoder_settings: dict[str, Any] | None = None,
         work_dir: str | Path | None = None,
-        shard_size: int = 8192,
+        shard_size: int = 2048,
         train_size: int = 100_000,
         ef_search: int = 128,
         nprobe: int = 16,
@@ -137,8 +139,8 @@ class DenseRetriever(Retriever):
         Raises:
             InvalidInput: empty corpus, duplicate ids, bad settings; NotFound: unknown model.
         """
-        from indexing.chunking import ChunkSpec, chunk_embeddings
         from indexing.encode import DenseEncoder
+        from indexing.late_chunking import ChunkSpec, chunk_embeddings
         from indexing.shards import encode_in_shards
 
         encoder = DenseEncoder(
@@ -160,16 +162,32 @@ class DenseRetriever(Retriever):
             docs, encode, work_dir, settings, shard_size, on_shard, show_progress
         )
         vec_doc = None if spec is None else np.repeat(np.arange(len(doc_ids), dtype=np.int64), counts)
+        return cls.from_vectors(
+            encoder.config, doc_ids, vectors, index, vec_doc, settings["chunking"], train_size=train_size,
+            ef_search=ef_search, nprobe=nprobe, seed=seed, device=device, encoder=encoder,
+        )  # fmt: skip
+
+    @classmethod
+    def from_vectors(
+        cls,
+        config,
+        doc_ids: np.ndarray,
+        vectors: np.ndarray,
+        index: str = "flat",
+        vec_doc: np.ndarray | None = None,
+        chunking: dict | None = None,
+        train_size: int = 100_000,
+        seed: int = 0,
+        **kwargs,
+    ) -> Self:
+        """Index vectors already encoded with ``config`` (benchmarks, re-indexing another layout)."""
         factory = index_factory_string(index, len(vectors), vectors.shape[1])
         embeddings, faiss_index = (vectors, None) if factory == "Flat" else (
             None, _train_faiss(factory, vectors, train_size, seed)
         )  # fmt: skip
         log.info("dense: %d documents, %d vectors of %d dims, index %s",
                  len(doc_ids), len(vectors), vectors.shape[1], factory)  # fmt: skip
-        return cls(
-            encoder.config, doc_ids, factory, embeddings, faiss_index, vec_doc,
-            settings["chunking"], ef_search, nprobe, device, encoder,
-        )  # fmt: skip
+        return cls(config, doc_ids, factory, embeddings, faiss_index, vec_doc, chunking, **kwargs)
 
     # -- search --------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from indexing.batching import pad_batch, token_budget_batches  # noqa: E402
-from indexing.chunking import ChunkSpec, chunk_embeddings, token_spans  # noqa: E402
 from indexing.encode import DenseEncoder, EncoderConfig  # noqa: E402
+from indexing.late_chunking import ChunkSpec, chunk_embeddings, token_spans  # noqa: E402
 from retrieval.errors import InvalidInput, NotFound  # noqa: E402
 from retrieval.models import resolve_model_path  # noqa: E402
 from tests.dense_models import MINILM, TEXTS, tiny_bert_dir, tiny_st_dir  # noqa: E402
