@@ -175,3 +175,34 @@ def test_errors(flat, model, tmp_path):
         other.search(QUERIES)
     with pytest.raises(IndexMismatch, match="shape"):
         flat.search_vectors(QUERIES, np.zeros((3, 7), dtype=np.float32))
+
+
+def test_eval_builds_a_cached_dense_index_once(model, tmp_path, monkeypatch):
+    import json
+
+    from eval.datasets import load_dataset
+    from eval.evaluate import dataset_index_set, evaluate_pipeline
+    from indexing.index_set import stage_key
+    from retrieval.pipeline import PipelineSpec
+
+    root = tmp_path / "tiny"
+    (root / "qrels").mkdir(parents=True)
+    docs = _docs(40)
+    (root / "corpus.jsonl").write_text(
+        "".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in docs)
+    )
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q.id, "text": q.text}) + "\n" for q in QUERIES))
+    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td001\t1\nq2\td002\t1\nq3\td003\t1\n")
+    monkeypatch.setenv("CASCADE_CACHE", str(tmp_path / "cache"))
+    spec = PipelineSpec.parse({"retrievers": [{"retriever": "dense", "depth": 10, "params": {"model": model}}],
+                               "k": 10}, name="tiny-dense")  # fmt: skip
+    ds = load_dataset(root)
+    report, run = evaluate_pipeline(ds, spec, ["ndcg@10"])
+    index_dir = dataset_index_set(ds).root / stage_key(spec.retrievers[0])
+    assert (index_dir / "manifest.json").is_file()
+    assert not any(p.name.endswith(".work") for p in index_dir.parent.iterdir())  # shards cleaned up
+    # the same rankings as a direct build and search
+    direct = DenseRetriever.build(ds.corpus(), model=model, device="cpu", show_progress=False)
+    assert [run[q.id] for q in ds.queries] == direct.search(ds.queries, k=10)
+    again, _ = evaluate_pipeline(ds, spec, ["ndcg@10"])
+    assert again.metrics == report.metrics
