@@ -207,7 +207,9 @@ class DenseEncoder:
         self.dim = self.config.dim or hidden
         tok_max = self.tokenizer.model_max_length if self.tokenizer.model_max_length < 1e9 else None
         pos_max = getattr(models[0].config, "max_position_embeddings", None)
-        self.max_length = self.config.max_length or min(x for x in (tok_max, pos_max, 512) if x)
+        limits = [x for x in (tok_max, pos_max) if x]
+        self.max_length = self.config.max_length or (min(limits) if limits else 512)
+        self.model = models[0]
         self.pad_id = next(i for i in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0) if i is not None)
         self.prefix_ids, self.suffix_ids = self._special_tokens()
 

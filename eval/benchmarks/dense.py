@@ -97,7 +97,7 @@ def encode(dataset_dir: Path, device: str | None = None, num_docs: int = 1000, a
 def _forward_flops(encoder, texts: list[str]) -> float:
     """Useful FLOPs of one forward pass over the texts (unpadded): 2 x weights x tokens in the
     linear layers plus 4 x layers x hidden x tokens^2 for attention."""
-    model = encoder._replicas.queue[0]
+    model = encoder.model
     cfg = model.config
     embed = sum(p.numel() for n, p in model.named_parameters() if "embed" in n)
     weights = sum(p.numel() for p in model.parameters()) - embed
