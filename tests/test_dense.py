@@ -94,7 +94,7 @@ def test_faiss_indexes_round_trip_and_recall(flat, model, tmp_path, index):
 
 def test_index_factory_aliases():
     assert index_factory_string("hnsw", 5183, 384) == "HNSW32"
-    assert index_factory_string("ivf-pq", 5183, 384) == "IVF132,PQ96"
+    assert index_factory_string("ivf-pq", 5183, 384) == "IVF132,PQ96np"
     assert index_factory_string("ivf-sq8", 1_000_000, 384) == "IVF4000,SQ8"
     assert index_factory_string("OPQ16,IVF64,PQ16", 10, 384) == "OPQ16,IVF64,PQ16"
 
