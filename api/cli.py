@@ -119,7 +119,13 @@ def cmd_index(args) -> int:
     corpus = Path(args.corpus)
     if not corpus.exists():
         raise InvalidInput(f"corpus {corpus} does not exist")
-    index_set = IndexSet(args.out, lambda: read_corpus(corpus, args.format, **fields))
+    source = None
+    if args.ray_workers:
+        from indexing.ray_build import CorpusSource
+
+        source = CorpusSource(str(corpus.resolve()), args.format, fields)
+    index_set = IndexSet(args.out, lambda: read_corpus(corpus, args.format, **fields), shards=args.shards,
+                         ray_workers=args.ray_workers, source=source)  # fmt: skip
     index_set.build(spec)
     n = len(index_set.docstore())
     result = {"index": str(args.out), "pipeline": spec.name, "num_docs": n}
@@ -199,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--id-field")
     i.add_argument("--text-field")
     i.add_argument("--title-field")
+    i.add_argument("--shards", type=int, default=0, help="split each index into N shards")
+    i.add_argument("--ray-workers", type=int, default=0, help="build the shards on Ray with N workers")
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_index)
 
@@ -218,10 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_serve(sub) -> None:
     """``cascade serve`` lives with the API app; it is only registered when that module exists."""
     try:
-        from api.server import add_serve_parser
+        from api.server import add_collection_parser, add_serve_parser
     except ImportError:
         return
     add_serve_parser(sub)
+    add_collection_parser(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,33 +45,64 @@ class IndexSet:
     """Args:
     root: the directory.
     corpus: a function returning a fresh document stream; needed only to build what is missing.
+    shards: build each retriever's index as this many shards (0: one plain index).
+    ray_workers: build the shards on Ray with this many workers; needs ``source``, a corpus
+        every worker can open (see :class:`indexing.ray_build.CorpusSource`).
     """
 
-    def __init__(self, root: str | Path, corpus: CorpusFactory | None = None):
+    def __init__(self, root: str | Path, corpus: CorpusFactory | None = None, shards: int = 0,
+                 ray_workers: int = 0, source=None):  # fmt: skip
         self.root = Path(root)
         self.corpus = corpus
+        self.shards, self.ray_workers, self.source = shards, ray_workers, source
 
     def _require_corpus(self, what: str) -> CorpusFactory:
         if self.corpus is None:
             raise NotFound(f"{self.root} has no {what} and no corpus was given to build it")
         return self.corpus
 
+    def _existing(self, stage: RetrieverStage) -> Path | None:
+        """The stage's index on disk: a plain one, or a sharded one (``KEY-xN``)."""
+        plain = self.root / stage_key(stage)
+        if (plain / MANIFEST).is_file():
+            return plain
+        sharded = sorted(p for p in self.root.glob(f"{stage_key(stage)}-x*") if (p / MANIFEST).is_file())
+        return sharded[0] if sharded else None
+
     def retriever(self, stage: RetrieverStage, build_only: bool = False) -> Retriever | None:
         """Load the stage's index, building and saving it first if it is missing."""
-        cls = RETRIEVERS.get(stage.retriever)
-        path = self.root / stage_key(stage)
-        if (path / MANIFEST).is_file():
-            return None if build_only else cls.load(path)
+        path = self._existing(stage)
+        if path is None:
+            path = self._build(stage)
+        if build_only:
+            return None
+        if path.name != stage_key(stage):
+            return RETRIEVERS.get("sharded").load(path)
+        return RETRIEVERS.get(stage.retriever).load(path)
+
+    def _build(self, stage: RetrieverStage) -> Path:
         corpus = self._require_corpus(f"{stage.retriever} index with params {stage.params}")
+        if self.shards > 1:
+            path = self.root / f"{stage_key(stage)}-x{self.shards}"
+            log.info("building %s index in %d shards in %s", stage.retriever, self.shards, path)
+            if self.ray_workers and self.source is not None:
+                from .ray_build import build_sharded
+
+                build_sharded(self.source, path, stage.retriever, self.shards, self.ray_workers, stage.params)
+            else:
+                sharded = RETRIEVERS.get("sharded")
+                sharded.build(check_unique(corpus()), stage.retriever, self.shards, **stage.params).save(path)
+            return path
+        path = self.root / stage_key(stage)
         log.info("building %s index in %s", stage.retriever, path)
+        cls = RETRIEVERS.get(stage.retriever)
         params = dict(stage.params)
         work = path.with_name(f".{path.name}.work")
         if getattr(cls, "resumable_build", False):  # encodes in shards there; a killed build resumes
             params.setdefault("work_dir", work)
-        index = cls.build(check_unique(corpus()), **params)
-        index.save(path)
+        cls.build(check_unique(corpus()), **params).save(path)
         shutil.rmtree(work, ignore_errors=True)
-        return None if build_only else index
+        return path
 
     def docstore(self) -> DocStore:
         """The docstore, filled from the corpus on first use (atomically: temp file + rename)."""

@@ -27,9 +27,7 @@ _TOKEN = re.compile(
 )
 # Superscript / subscript digits and vulgar fractions are "No" characters: Python's \w takes
 # them as digits, Lucene's tokenizer does not treat them as word characters at all.
-_NOT_WORD = str.maketrans(
-    {c: " " for c in "¹²³¼½¾" + "".join(map(chr, range(0x2070, 0x20A0))) + "".join(map(chr, range(0x2150, 0x2190)))}
-)
+_NOT_WORD = re.compile("[¹²³¼½¾\u2070-\u209f\u2150-\u218f]")
 _POSSESSIVE = re.compile(r"['’]s$")
 _MAX_TOKEN_LENGTH = 255
 
@@ -107,7 +105,7 @@ class Analyzer:
 
     def _terms_for(self, words: list[str]) -> None:
         """Fill the cache for words not seen before (one batched stemmer call)."""
-        new = list({w for w in words if w not in self._cache})
+        new = list(set(words).difference(self._cache))  # O(len(words)): probes the dict
         if not new:
             return
         keep = []
@@ -131,10 +129,10 @@ class Analyzer:
             self._cache.clear()
 
     def __call__(self, text: str) -> list[str]:
-        words = _TOKEN.findall(text.lower().translate(_NOT_WORD))
+        words = _TOKEN.findall(_NOT_WORD.sub(" ", text.lower()))
         self._terms_for(words)
-        cache = self._cache
-        return [t for t in (cache.get(w) for w in words) if t is not None]
+        # every word is cached now; stop words map to None and are filtered out
+        return list(filter(None, map(self._cache.get, words)))
 
     def analyze_many(self, texts: Iterable[str]) -> list[list[str]]:
         return [self(t) for t in texts]

@@ -19,6 +19,7 @@ from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Self
 
@@ -32,7 +33,7 @@ from .base import Retriever
 from .errors import InvalidInput
 from .progress import progress
 from .storage import read_index, write_index
-from .topk import id_ranks, top_k_sparse_rows
+from .topk import id_ranks, ranking_from_arrays, top_k_sparse_rows
 from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,12 @@ def _int4_to_long(i: np.ndarray) -> np.ndarray:
     bits = i & 0x07
     shift = (i >> 3) - 1
     return np.where(shift == -1, bits, (bits | 0x08) << np.maximum(shift, 0))
+
+
+def bm25_kernel_available() -> bool:
+    from .impact_kernel import AVAILABLE
+
+    return AVAILABLE
 
 
 def lucene_quantized_length(lengths: np.ndarray) -> np.ndarray:
@@ -168,11 +175,13 @@ class BM25Retriever(Retriever):
             doc_ids.append(doc.id)
             terms = analyzer(doc.contents)
             lens.append(len(terms))
-            for term, tf in Counter(terms).items():
-                tid = term_index.setdefault(term, len(term_index))
-                post_terms.append(tid)
-                post_docs.append(d)
-                post_tfs.append(tf)
+            counts = Counter(terms)
+            for term in counts:
+                if term not in term_index:
+                    term_index[term] = len(term_index)
+            post_terms.extend(map(term_index.__getitem__, counts))
+            post_docs.extend(repeat(d, len(counts)))
+            post_tfs.extend(counts.values())
         if not doc_ids:
             raise InvalidInput("the corpus is empty: nothing to index")
         terms_arr = np.frombuffer(post_terms, dtype=np.int32)
@@ -246,14 +255,34 @@ class BM25Retriever(Retriever):
             shape=(len(queries), len(self.vocab)),
         )
 
-    def search(self, queries: Sequence[Query], k: int = 10, batch_size: int = 256) -> list[Ranking]:
+    def search(
+        self, queries: Sequence[Query], k: int = 10, batch_size: int = 256, engine: str = "auto"
+    ) -> list[Ranking]:
+        """Top ``k`` per query. ``engine``: ``numba`` (compiled loop, extra ``fast``),
+        ``scipy`` (one sparse product per batch), or ``auto`` (numba when installed)."""
         if k < 1:
             raise InvalidInput(f"k must be >= 1, got {k}")
+        if engine not in ("auto", "numba", "scipy"):
+            raise InvalidInput(f"unknown engine {engine!r}; valid: auto, numba, scipy")
+        use_numba = engine == "numba" or (engine == "auto" and bm25_kernel_available())
         out = []
         for start in range(0, len(queries), batch_size):
             batch = queries[start : start + batch_size]
-            scores = (self.query_matrix(batch) @ self._matrix).tocsr()
-            out.extend(top_k_sparse_rows([q.id for q in batch], scores, self._id_list, self._id_ranks, k))
+            qm = self.query_matrix(batch)
+            if use_numba:
+                from .bm25_kernel import score_top_k
+
+                m = self._matrix
+                docs, scores, counts = score_top_k(
+                    qm.indptr, qm.indices, qm.data, m.indptr, m.indices, m.data, self.num_docs, k, self._id_ranks
+                )
+                out.extend(
+                    ranking_from_arrays(q.id, docs[i, : counts[i]], scores[i, : counts[i]], self._id_list)
+                    for i, q in enumerate(batch)
+                )
+            else:
+                scores = (qm @ self._matrix).tocsr()
+                out.extend(top_k_sparse_rows([q.id for q in batch], scores, self._id_list, self._id_ranks, k))
         return out
 
     # -- persistence ---------------------------------------------------------------------

@@ -46,10 +46,22 @@ RETRIEVERS = Registry(
     {
         "bm25": "retrieval.bm25:BM25Retriever",
         "dense": "retrieval.dense:DenseRetriever",
+        "impact": "retrieval.impact:ImpactRetriever",
+        "splade": "retrieval.impact:ImpactRetriever",
+        "slim": "retrieval.slim:SlimRetriever",
         "lucene-bm25": "retrieval.lucene:LuceneBM25Retriever",
         "sharded": "retrieval.sharded:ShardedRetriever",
     },
 )
 
 #: Reranker families: each class scores (query, document) candidates.
-RERANKERS = Registry("reranker", {})
+RERANKERS = Registry(
+    "reranker",
+    {
+        "cross-encoder": "rerank.cross_encoder:CrossEncoderReranker",
+        "monot5": "rerank.t5:MonoT5Reranker",
+        "rankt5": "rerank.t5:RankT5Reranker",
+        "listwise": "rerank.listwise:ListwiseReranker",
+        "first": "rerank.listwise:FirstReranker",
+    },
+)

@@ -24,7 +24,8 @@ def id_ranks(doc_ids: Sequence[str] | np.ndarray) -> np.ndarray:
     return ranks
 
 
-def _ranking(query_id: str, doc_index: np.ndarray, scores: np.ndarray, doc_ids: Sequence[str]) -> Ranking:
+def ranking_from_arrays(query_id: str, doc_index: np.ndarray, scores: np.ndarray, doc_ids: Sequence[str]) -> Ranking:
+    """A ranking from doc numbers and scores already in rank order."""
     idx = doc_index.tolist()
     if not idx:
         return Ranking(query_id, (), ())
@@ -50,7 +51,7 @@ def top_k_ranking(
         keep = scores >= kth
         doc_index, scores = doc_index[keep], scores[keep]
     order = np.lexsort((ranks[doc_index], -scores))[:k]
-    return _ranking(query_id, doc_index[order], scores[order], doc_ids)
+    return ranking_from_arrays(query_id, doc_index[order], scores[order], doc_ids)
 
 
 def top_k_sparse_rows(

@@ -1,4 +1,7 @@
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -43,3 +46,24 @@ TOY_QRELS = [("q1", "d3", 1), ("q1", "d1", 1), ("q2", "d4", 2)]
 @pytest.fixture
 def toy_dataset(tmp_path) -> Path:
     return write_beir(tmp_path / "toy", TOY_DOCS, TOY_QUERIES, TOY_QRELS)
+
+
+@pytest.fixture
+def in_own_process(request) -> bool:
+    """Run the calling test again in a fresh interpreter and report whether that happened.
+
+    Lucene's JVM (through pyjnius) and the signal handlers that torch, numba and Ray install
+    do not mix in one long-lived process: started late in a full test session, the JVM has
+    crashed the whole run. A test that starts Java asks for this fixture and returns at once
+    when it is True; the child process runs the body and its result is asserted here.
+    """
+    if os.environ.get("CASCADE_TEST_ISOLATED") == request.node.nodeid:
+        return False
+    root = Path(request.config.rootpath)
+    env = {**os.environ, "CASCADE_TEST_ISOLATED": request.node.nodeid}
+    p = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", request.node.nodeid],
+        capture_output=True, text=True, env=env, cwd=root,
+    )  # fmt: skip
+    assert p.returncode == 0 and " passed" in p.stdout, p.stdout[-4000:] + p.stderr[-2000:]
+    return True

@@ -128,3 +128,18 @@ def test_failed_rebuild_leaves_previous_index_intact(tmp_path):
         BM25Retriever.build(broken(), show_progress=False).save(tmp_path / "idx")
     assert BM25Retriever.load(tmp_path / "idx").num_docs == 4
     assert [p.name for p in tmp_path.iterdir()] == ["idx"]
+
+
+def test_compiled_and_scipy_engines_agree(scifact):
+    pytest.importorskip("numba")
+    docs = list(itertools.islice(read_jsonl(scifact / "corpus.jsonl"), 1000))
+    bm25 = BM25Retriever.build(docs, show_progress=False)
+    queries = [Query(str(i), d.title) for i, d in enumerate(docs[:50])] + [Query("dup", "cell cell cell")]
+    for k in (1, 10, 1000, 2000):
+        compiled = bm25.search(queries, k=k, engine="numba")
+        reference = bm25.search(queries, k=k, engine="scipy")
+        for a, b in zip(compiled, reference, strict=True):
+            assert a.doc_ids == b.doc_ids
+            assert a.scores == pytest.approx(b.scores, rel=1e-6)
+    with pytest.raises(InvalidInput, match="engine"):
+        bm25.search(queries, engine="gpu")

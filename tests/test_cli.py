@@ -98,3 +98,16 @@ def test_index_then_search(tmp_path):
     assert_clean_error(cascade("search", "--index", str(tmp_path / "nope"), "-q", "x", cache=tmp_path),
                        "does not exist")
     assert_clean_error(cascade("search", "--index", str(tmp_path / "idx"), "-q", " ", cache=tmp_path), "non-empty")
+
+
+def test_sharded_index_answers_like_the_plain_one(tmp_path):
+    corpus = tmp_path / "docs.jsonl"
+    corpus.write_text("".join(json.dumps(d) + "\n" for d in TOY_DOCS))
+    results = []
+    for name, extra in (("plain", []), ("sharded", ["--shards", "3"])):
+        p = cascade("index", "--corpus", str(corpus), "--out", str(tmp_path / name), *extra, cache=tmp_path)
+        assert p.returncode == 0, p.stderr
+        s = cascade("search", "--index", str(tmp_path / name), "-q", "blood cells neurons", "--json", cache=tmp_path)
+        results.append([(h["id"], round(h["score"], 5)) for h in json.loads(s.stdout)["results"][0]["hits"]])
+    assert results[0] == results[1] and len(results[0]) == 4
+    assert any(p.name.endswith("-x3") for p in (tmp_path / "sharded").iterdir())

@@ -1,0 +1,98 @@
+"""Documents from request bodies and uploaded files (JSON, NDJSON/JSONL, CSV/TSV, text,
+Markdown, HTML). Plain functions: the routes call them, and so can anything else."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from pydantic import TypeAdapter, ValidationError
+
+from indexing.corpus import read_corpus
+from retrieval.errors import InvalidInput
+from retrieval.types import Document
+
+from .schemas import DocumentIn
+
+_DOC = TypeAdapter(DocumentIn)
+_TEXT_TYPES = {
+    ".txt": "folder",
+    ".md": "folder",
+    ".html": "folder",
+    ".htm": "folder",
+    ".csv": "csv",
+    ".tsv": "tsv",
+}
+
+
+def _problem(e: ValidationError) -> str:
+    err = e.errors()[0]
+    return f"{'.'.join(str(p) for p in err['loc']) or 'document'}: {err['msg']}"
+
+
+def _document(obj, where: str) -> Document:
+    try:
+        d = _DOC.validate_python(obj)
+    except ValidationError as e:
+        raise InvalidInput(f"{where}: {_problem(e)}") from None
+    return Document(d.id, d.text, d.title, d.metadata)
+
+
+def parse_json_documents(body: bytes, source: str = "body") -> list[Document]:
+    """``{"documents": [...]}`` or a bare list of document objects."""
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidInput(f"{source}: invalid JSON ({e})") from None
+    if isinstance(data, dict) and set(data) == {"documents"}:
+        data = data["documents"]
+    if not isinstance(data, list) or not data:
+        raise InvalidInput(f'{source}: expected {{"documents": [...]}} or a non-empty list of documents')
+    return [_document(obj, f"{source}: documents[{i}]") for i, obj in enumerate(data)]
+
+
+def parse_ndjson(body: bytes, source: str = "body") -> list[Document]:
+    """One document object per line; blank lines are skipped."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInput(f"{source}: not UTF-8") from None
+    docs = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"{source}:{lineno}: invalid JSON ({e.msg})") from None
+        docs.append(_document(obj, f"{source}:{lineno}"))
+    if not docs:
+        raise InvalidInput(f"{source}: no documents")
+    return docs
+
+
+def documents_from_upload(filename: str, data: bytes) -> list[Document]:
+    """Documents of one uploaded file, by its extension. A text, Markdown or HTML file is
+    one document whose id is the file name."""
+    name = PurePosixPath(filename or "").name
+    suffix = PurePosixPath(name).suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return parse_ndjson(data, name)
+    if suffix == ".json":
+        return parse_json_documents(data, name)
+    if suffix not in _TEXT_TYPES or not name:
+        raise InvalidInput(
+            f"{name or 'upload'}: unsupported file type; use .json .jsonl .ndjson .csv .tsv .txt .md .html"
+        )
+    with tempfile.TemporaryDirectory(prefix="cascade-upload-") as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(data)
+        fmt = _TEXT_TYPES[suffix]
+        try:
+            docs = list(read_corpus(Path(tmp) if fmt == "folder" else path, fmt))
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{name}: not UTF-8") from None
+    if not docs:
+        raise InvalidInput(f"{name}: no documents")
+    return docs

@@ -1,0 +1,26 @@
+"""Liveness, readiness and Prometheus metrics (no API key needed)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/livez")
+async def livez():
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(request: Request, response: Response):
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None:
+        response.status_code = 503
+        return {"status": "starting"}
+    return {"status": "ready", "collections": len(engine.collection_names())}
+
+
+@router.get("/metrics")
+async def metrics(request: Request):
+    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

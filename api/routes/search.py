@@ -1,0 +1,51 @@
+"""``POST /v1/search``: one or many queries against a collection, with a pipeline."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from ..auth import Caller
+from ..concurrency import run_search
+from ..schemas import HitOut, QueryResult, SearchIn, SearchOut
+
+router = APIRouter(prefix="/v1", tags=["search"])
+
+
+def _hit(h, fields: set[str]) -> HitOut:
+    doc = h.document
+    out = HitOut(id=h.id, doc_id=h.doc_id, score=h.score)
+    if doc is not None:
+        if "title" in fields:
+            out.title = doc.title
+        if "text" in fields:
+            out.text = doc.text
+        if "metadata" in fields:
+            out.metadata = dict(doc.metadata)
+    return out
+
+
+@router.post("/search", response_model=SearchOut, response_model_exclude_none=True)
+async def search(body: SearchIn, request: Request, who: Caller):
+    who.check(body.collection)
+    texts = [body.query] if isinstance(body.query, str) else body.query
+    fields = set(body.fields)
+    spec, out = await run_search(
+        request,
+        request.app.state.engine.search,
+        body.collection,
+        texts,
+        body.pipeline,
+        body.k,
+        body.filter,
+        bool(fields),
+    )
+    request.app.state.metrics.observe_stages(out.timings_s)
+    # per stage, and "total": the pipeline's own time (what the API adds is the rest)
+    timings = {k: round(v * 1000, 3) for k, v in out.timings_s.items()}
+    results = [
+        QueryResult(query=q, hits=[_hit(h, fields) for h in hits])
+        for q, hits in zip(texts, out.hits, strict=True)
+    ]
+    out = SearchOut(collection=body.collection, pipeline=spec.name, results=results, timings_ms=timings)
+    # serialized once here: FastAPI would validate the model a second time against response_model
+    return Response(out.model_dump_json(exclude_none=True), media_type="application/json")

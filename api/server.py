@@ -1,0 +1,146 @@
+"""``cascade serve``: the REST API under uvicorn, on 127.0.0.1 unless told otherwise."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from retrieval.errors import InvalidInput, require
+
+log = logging.getLogger("cascade.serve")
+
+
+def parse_api_keys(values: list[str] | None, keys_file: Path | None) -> dict[str, list[str]] | None:
+    """``KEY`` (all collections) or ``KEY:coll1,coll2``; a JSON file maps key -> list."""
+    keys: dict[str, list[str]] = {}
+    if keys_file is not None:
+        try:
+            data = json.loads(Path(keys_file).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise InvalidInput(f"cannot read API keys from {keys_file}: {e}") from None
+        if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+            raise InvalidInput(f'{keys_file}: expected {{"KEY": ["collection" or "*", ...]}}')
+        keys.update(data)
+    for v in values or []:
+        key, _, scopes = v.partition(":")
+        keys[key] = [s for s in scopes.split(",") if s] if scopes else ["*"]
+    return keys or None
+
+
+def cmd_serve(args) -> int:
+    from .app import create_app
+    from .settings import Settings
+
+    uvicorn = require("uvicorn", "serve")
+    from pydantic import ValidationError
+
+    try:
+        settings = Settings(
+            data_dir=args.data_dir,
+            api_keys=parse_api_keys(args.api_key, args.api_keys_file),
+            max_request_bytes=int(args.max_request_mb * 1024 * 1024),
+            search_threads=args.search_threads,
+            llm_base_url=args.llm_base_url,
+            llm_model=args.llm_model,
+            llm_api_key=args.llm_api_key,
+        )
+    except ValidationError as e:
+        raise InvalidInput(f"invalid settings: {e.errors()[0]['msg']}") from None
+    app = create_app(settings)
+    log.info("serving %s on http://%s:%d", settings.data_dir, args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
+    return 0
+
+
+def add_serve_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``cascade serve`` on the CLI's subparsers."""
+    s = subparsers.add_parser("serve", help="run the REST API (collections, search, rerank, RAG)")
+    s.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback only)")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--data-dir", type=Path, default=Path("cascade-data"), help="where collections live")
+    s.add_argument(
+        "--api-key", action="append", metavar="KEY[:COLL,...]", help="require this key (repeatable)"
+    )
+    s.add_argument("--api-keys-file", type=Path, help="JSON file: {KEY: [collections or '*']}")
+    s.add_argument("--max-request-mb", type=float, default=32.0)
+    s.add_argument("--search-threads", type=int, default=4, help="searches and model calls run at once (~cores)")
+    s.add_argument(
+        "--llm-base-url", help="OpenAI-compatible server for /v1/answer, e.g. http://127.0.0.1:8001/v1"
+    )
+    s.add_argument("--llm-model")
+    s.add_argument("--llm-api-key")
+    s.add_argument("--log-level", default="warning")
+    s.add_argument("--access-log", action="store_true")
+    s.set_defaults(func=cmd_serve)
+    return s
+
+
+# -- cascade collection ----------------------------------------------------------------------
+
+
+def cmd_collection(args) -> int:
+    from indexing.corpus import read_corpus
+    from indexing.engine import Engine
+    from retrieval.progress import progress
+
+    if args.action != "list" and not args.name:
+        raise InvalidInput(f"cascade collection {args.action} needs a collection name")
+    engine = Engine(args.data_dir, background_compaction=False)
+    try:
+        if args.action == "list":
+            out = {"collections": [engine.collection(n).info() for n in engine.collection_names()]}
+            for c in out["collections"]:
+                c.pop("config")
+        else:
+            if args.action == "create":
+                chunking = {"max_tokens": args.max_tokens, "overlap": args.overlap}
+                engine.create_collection(args.name, args.pipeline, chunking)
+            coll = engine.collection(args.name)
+            totals = {"added": 0, "updated": 0, "unchanged": 0}
+            if args.corpus is not None:
+                if not args.corpus.exists():
+                    raise InvalidInput(f"corpus {args.corpus} does not exist")
+                batch: list = []
+                docs = progress(read_corpus(args.corpus, args.format), f"ingest {args.name}")
+                for doc in docs:
+                    batch.append(doc)
+                    if len(batch) >= args.batch_size:
+                        _add(totals, coll.upsert(batch))
+                        batch = []
+                if batch:
+                    _add(totals, coll.upsert(batch))
+                coll.compact(full=True)
+            out = {**coll.info(), **totals}
+            out.pop("config")
+    finally:
+        engine.close()
+    print(json.dumps(out) if args.json else json.dumps(out, indent=2))
+    return 0
+
+
+def _add(totals: dict, result) -> None:
+    for k in totals:
+        totals[k] += getattr(result, k)
+
+
+def add_collection_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``cascade collection create|ingest|list`` (the service's collections, offline)."""
+    c = subparsers.add_parser(
+        "collection", help="create, fill or list the server's collections (server stopped)"
+    )
+    c.add_argument("action", choices=["create", "ingest", "list"])
+    c.add_argument("name", nargs="?", help="collection name (create, ingest)")
+    c.add_argument("--data-dir", type=Path, default=Path("cascade-data"))
+    c.add_argument("--pipeline", default="bm25", help="preset whose retriever stages the collection indexes")
+    c.add_argument("--corpus", type=Path, help="documents to add: BEIR dir, .jsonl/.csv/.tsv file or folder")
+    c.add_argument(
+        "--format", default="auto", choices=["auto", "beir", "jsonl", "csv", "tsv", "msmarco", "folder"]
+    )
+    c.add_argument("--max-tokens", type=int, default=256, help="chunk size in whitespace tokens")
+    c.add_argument("--overlap", type=int, default=32)
+    c.add_argument("--batch-size", type=int, default=5000, help="documents per segment while ingesting")
+    c.add_argument("--json", action="store_true")
+    c.set_defaults(func=cmd_collection)
+    return c

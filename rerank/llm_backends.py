@@ -1,0 +1,209 @@
+"""Where listwise rerankers get their LLM answers: an OpenAI-compatible server or a local HF model.
+
+Both take a batch of conversations (lists of ``{"role", "content"}`` messages) and return
+one answer text each. The local model can also return next-token logits after an
+assistant prefix, which is all FIRST needs (one forward pass, no generation).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from retrieval.errors import InvalidInput, Unavailable, require
+from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path
+
+from .batching import pad_batch
+
+log = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+
+#: Answers that are worth retrying: rate limits and server-side failures.
+_RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+class OpenAIChatBackend:
+    """Chat completions from any OpenAI-compatible server (OpenAI, vLLM, SGLang, llama.cpp, TGI).
+
+    Args:
+        model: the model name the server knows.
+        base_url: the API root, e.g. ``"http://localhost:8000/v1"``; ``/chat/completions`` is appended.
+        api_key: bearer token; ``None`` reads the environment variable ``api_key_env`` at construction.
+        api_key_env: where to read the key from when ``api_key`` is None.
+        timeout_s: per-request timeout (connect, read, write).
+        max_retries: retries after the first attempt, for connection errors, timeouts, 429 and 5xx.
+        backoff_s: the first retry waits this long, each later one twice as long as the one before.
+        concurrency: requests in flight at once across a batch of windows.
+        temperature: sampling temperature (0: greedy, as the listwise papers use).
+
+    Raises:
+        Unavailable: (from :meth:`chat`) the server did not answer after the retries.
+        InvalidInput: (from :meth:`chat`) the server refused the request (4xx other than 429).
+    """
+
+    def __init__(self, model: str, base_url: str = "http://localhost:8000/v1", api_key: str | None = None,
+                 api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 60.0, max_retries: int = 3,
+                 backoff_s: float = 1.0, concurrency: int = 4, temperature: float = 0.0):  # fmt: skip
+        httpx = require("httpx", "llm")
+        if max_retries < 0 or backoff_s < 0 or timeout_s <= 0 or concurrency < 1:
+            raise InvalidInput("max_retries and backoff_s must be >= 0, timeout_s > 0, concurrency >= 1")
+        self.model, self.base_url = model, base_url.rstrip("/")
+        self.max_retries, self.backoff_s, self.concurrency = max_retries, backoff_s, concurrency
+        self.temperature = temperature
+        key = api_key if api_key is not None else os.environ.get(api_key_env)
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self._httpx = httpx
+
+    def estimate_tokens(self, text: str) -> int:
+        """An upper bound on the token count of ``text`` without the server's tokenizer.
+
+        One token a character: digit-by-digit tokenizers (Llama) spend about 5 tokens on
+        ``"[12] >"``, and a budget too small would cut the answer, while an unused budget costs
+        nothing (the model stops at its end token).
+        """
+        return len(text) + 8
+
+    def chat(self, conversations: Sequence[Messages], max_tokens: int) -> list[str]:
+        """One answer per conversation, requests run ``concurrency`` at a time."""
+        if len(conversations) <= 1 or self.concurrency == 1:
+            return [self._complete(m, max_tokens) for m in conversations]
+        with ThreadPoolExecutor(min(self.concurrency, len(conversations))) as pool:
+            return list(pool.map(lambda m: self._complete(m, max_tokens), conversations))
+
+    def _complete(self, messages: Messages, max_tokens: int) -> str:
+        payload = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                   "temperature": self.temperature}  # fmt: skip
+        problem = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                response = self._client.post("/chat/completions", json=payload)
+            except self._httpx.TransportError as e:  # refused, reset, DNS, timeouts
+                problem = f"{type(e).__name__}: {e}"
+                log.warning("LLM server %s: %s (attempt %d)", self.base_url, problem, attempt + 1)
+                continue
+            if response.status_code in _RETRY_STATUS:
+                problem = f"HTTP {response.status_code}"
+                log.warning("LLM server %s: %s (attempt %d)", self.base_url, problem, attempt + 1)
+                continue
+            if response.status_code >= 400:
+                raise InvalidInput(
+                    f"LLM server {self.base_url} refused the request: HTTP {response.status_code} "
+                    f"{response.text[:200]}"
+                )
+            try:
+                return response.json()["choices"][0]["message"]["content"] or ""
+            except (ValueError, KeyError, IndexError, TypeError):
+                raise Unavailable(
+                    f"LLM server {self.base_url} sent a malformed chat completion: {response.text[:200]}"
+                ) from None
+        raise Unavailable(
+            f"LLM server {self.base_url} did not answer after {self.max_retries + 1} attempts: {problem}"
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class HFCausalLMBackend:
+    """A local Hugging Face causal LM: generation for listwise, next-token logits for FIRST.
+
+    Conversations are rendered with the tokenizer's chat template; a tokenizer without one
+    (RankVicuna's) gets the Vicuna v1.1 format (``"{system} USER: {user} ASSISTANT:"``).
+
+    Args:
+        model: hub id or directory of a causal LM.
+        device, dtype: as everywhere (bf16/fp16 on GPU, fp32 on CPU by default).
+        batch_size: conversations per forward pass / generate call.
+        max_length: context size; longer prompts are cut from the left (with a warning).
+
+    Raises:
+        NotFound: the model cannot be loaded.
+    """
+
+    def __init__(self, model: str, device: str | None = None, dtype: str | None = None, batch_size: int = 4,
+                 max_length: int = 4096):  # fmt: skip
+        self._torch = require("torch", "models")
+        transformers = require("transformers", "models")
+        if batch_size < 1 or max_length < 8:
+            raise InvalidInput("batch_size must be >= 1 and max_length >= 8")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        path = resolve_model_path(model)
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+            self.model = transformers.AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype)
+        except (OSError, ValueError, KeyError) as e:
+            raise load_error(model, e) from e
+        self.model.to(self.device).eval()
+        self.batch_size, self.max_length = batch_size, max_length
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else (self.tokenizer.eos_token_id or 0)
+
+    def render(self, messages: Messages, assistant_prefix: str = "") -> str:
+        """The prompt text for one conversation, ending where the assistant's answer starts."""
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            system = " ".join(m["content"] for m in messages if m["role"] == "system")
+            turns = [f"{'USER' if m['role'] == 'user' else 'ASSISTANT'}: {m['content']}"
+                     for m in messages if m["role"] != "system"]  # fmt: skip
+            bos = self.tokenizer.bos_token or ""
+            text = bos + " ".join([system, *turns]).strip() + " ASSISTANT:"
+        return text + assistant_prefix
+
+    def estimate_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def _encode(self, prompts: Sequence[str]) -> list[list[int]]:
+        # rendered prompts already hold their special tokens (chat template or BOS above)
+        seqs = self.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+        for i, s in enumerate(seqs):
+            if len(s) > self.max_length:
+                log.warning("prompt of %d tokens cut to the context size %d (cut passages shorter)",
+                            len(s), self.max_length)  # fmt: skip
+                seqs[i] = s[-self.max_length :]
+        return seqs
+
+    def _batches(self, items: Sequence):
+        for start in range(0, len(items), self.batch_size):
+            yield items[start : start + self.batch_size]
+
+    def _tensors(self, seqs: Sequence[Sequence[int]]):
+        ids, mask = pad_batch(seqs, self.pad_id, left=True)
+        torch = self._torch
+        return torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
+
+    def chat(self, conversations: Sequence[Messages], max_tokens: int) -> list[str]:
+        """Greedy answers, ``max_tokens`` new tokens at most."""
+        out: list[str] = []
+        with self._torch.inference_mode():
+            for batch in self._batches(list(conversations)):
+                ids, mask = self._tensors(self._encode([self.render(m) for m in batch]))
+                gen = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_tokens,
+                                          do_sample=False, pad_token_id=self.pad_id)  # fmt: skip
+                out += self.tokenizer.batch_decode(gen[:, ids.shape[1] :], skip_special_tokens=True)
+        return out
+
+    def next_token_logits(self, conversations: Sequence[Messages], assistant_prefix: str,
+                          token_ids: Sequence[int]) -> np.ndarray:  # fmt: skip
+        """Logits of ``token_ids`` for the token after ``assistant_prefix``: [conversations, tokens]."""
+        rows = []
+        with self._torch.inference_mode():
+            for batch in self._batches(list(conversations)):
+                ids, mask = self._tensors(self._encode([self.render(m, assistant_prefix) for m in batch]))
+                # left padding puts every prompt's last token in the last column
+                # positions count real tokens only, as generate() does, so padding changes nothing
+                positions = (mask.cumsum(-1) - 1).clamp(min=0)
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                    logits_to_keep=1).logits[:, -1, :]  # fmt: skip
+                rows.append(logits[:, list(token_ids)].float().cpu().numpy())
+        return np.concatenate(rows) if rows else np.zeros((0, len(token_ids)), dtype=np.float32)

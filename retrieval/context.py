@@ -1,0 +1,111 @@
+"""RAG context: the best passages of a search packed into a token budget, with citations.
+
+Passages are taken best first; one whose word 3-shingles overlap an already chosen
+passage's by a Jaccard similarity at or above the threshold is a near-duplicate and is
+skipped (the same paragraph ingested twice, or two overlapping chunks); one that does not
+fit the remaining budget is skipped so that a shorter, lower-ranked one may still fit.
+Each passage is numbered; the numbers are the citation markers (``[1]``) an answer uses,
+and each maps back to the document id, title and character span it came from.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+_WORD = re.compile(r"\w+")
+
+
+def whitespace_tokens(text: str) -> int:
+    return len(text.split())
+
+
+def shingles(text: str, n: int = 3) -> frozenset[tuple[str, ...]]:
+    """Word n-grams of the lowercased text (the words themselves for texts under n words)."""
+    words = _WORD.findall(text.lower())
+    if len(words) < n:
+        return frozenset((w,) for w in words)
+    return frozenset(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+@dataclass(frozen=True)
+class Passage:
+    marker: int
+    id: str  # chunk id
+    doc_id: str
+    title: str
+    start: int | None
+    end: int | None
+    score: float
+    text: str
+    tokens: int
+
+
+@dataclass
+class PackedContext:
+    passages: list[Passage]
+    text: str
+    tokens: int
+    duplicates_removed: int = 0
+    skipped_for_budget: int = 0
+    citations: dict[int, Passage] = field(default_factory=dict)
+
+
+def format_passage(marker: int, title: str, text: str) -> str:
+    return f"[{marker}] {title}\n{text}" if title else f"[{marker}] {text}"
+
+
+def pack_context(
+    hits: Sequence[Any],
+    max_tokens: int,
+    count_tokens: Callable[[str], int] = whitespace_tokens,
+    dedup_threshold: float = 0.9,
+) -> PackedContext:
+    """Pack search hits (objects with ``id``, ``doc_id``, ``score`` and ``document``) into
+    at most ``max_tokens`` tokens of context, counting each formatted passage block.
+
+    Args:
+        hits: best first; hits without a document are skipped.
+        max_tokens: the budget for the whole context text.
+        count_tokens: tokens of a string (whitespace words or a model's tokenizer).
+        dedup_threshold: Jaccard similarity of 3-shingles at which a passage is a duplicate
+            (above 1 disables deduplication).
+
+    Returns:
+        The chosen passages in rank order, numbered from 1, and the context text.
+    """
+    chosen: list[Passage] = []
+    seen: list[frozenset] = []
+    used = dups = skipped = 0
+    for hit in hits:
+        doc = hit.document
+        if doc is None:
+            continue
+        sh = shingles(doc.text)
+        if any(jaccard(sh, other) >= dedup_threshold for other in seen):
+            dups += 1
+            continue
+        marker = len(chosen) + 1
+        block = format_passage(marker, doc.title, doc.text)
+        n = count_tokens(block)
+        if used + n > max_tokens:
+            skipped += 1
+            continue
+        meta = doc.metadata
+        chosen.append(
+            Passage(
+                marker, doc.id, hit.doc_id, doc.title, meta.get("start"), meta.get("end"), hit.score, doc.text, n
+            )
+        )
+        seen.append(sh)
+        used += n
+    text = "\n\n".join(format_passage(p.marker, p.title, p.text) for p in chosen)
+    return PackedContext(chosen, text, used, dups, skipped, {p.marker: p for p in chosen})
