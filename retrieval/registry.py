@@ -46,6 +46,7 @@ RETRIEVERS = Registry(
     {
         "bm25": "retrieval.bm25:BM25Retriever",
         "dense": "retrieval.dense:DenseRetriever",
+        "colbert": "retrieval.plaid:PLAIDIndex",
         "impact": "retrieval.impact:ImpactRetriever",
         "splade": "retrieval.impact:ImpactRetriever",
         "slim": "retrieval.slim:SlimRetriever",
@@ -63,5 +64,6 @@ RERANKERS = Registry(
         "rankt5": "rerank.t5:RankT5Reranker",
         "listwise": "rerank.listwise:ListwiseReranker",
         "first": "rerank.listwise:FirstReranker",
+        "colbert": "rerank.colbert:ColBERTReranker",
     },
 )
