@@ -19,6 +19,8 @@ BENCHMARKS = Registry(
     "benchmark",
     {
         "bm25": "eval.benchmarks.bm25:run",
+        "dense-encode": "eval.benchmarks.dense:encode",
+        "dense-search": "eval.benchmarks.dense:search",
         "plaid": "eval.benchmarks.plaid:run",
         "rerank": "eval.benchmarks.rerank:run_rerank",
         "listwise": "eval.benchmarks.rerank:run_listwise",

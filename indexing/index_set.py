@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -94,7 +95,13 @@ class IndexSet:
             return path
         path = self.root / stage_key(stage)
         log.info("building %s index in %s", stage.retriever, path)
-        RETRIEVERS.get(stage.retriever).build(check_unique(corpus()), **stage.params).save(path)
+        cls = RETRIEVERS.get(stage.retriever)
+        params = dict(stage.params)
+        work = path.with_name(f".{path.name}.work")
+        if getattr(cls, "resumable_build", False):  # encodes in shards there; a killed build resumes
+            params.setdefault("work_dir", work)
+        cls.build(check_unique(corpus()), **params).save(path)
+        shutil.rmtree(work, ignore_errors=True)
         return path
 
     def docstore(self) -> DocStore:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from retrieval.errors import InvalidInput
 from retrieval.types import Document, Query, Ranking
 
 
@@ -38,3 +39,24 @@ class Reranker(ABC):
             Ranking.from_scores(q.id, [d.id for d in docs], np.asarray(s, dtype=np.float64), top_k)
             for q, docs, s in zip(queries, candidates, all_scores, strict=True)
         ]
+
+
+class PairwiseReranker(Reranker):
+    """A reranker that scores (query, document) pairs independently (cross-encoders, T5):
+    the pairs of all queries are flattened into one call, so batches fill across queries."""
+
+    @abstractmethod
+    def score_pairs(self, firsts: Sequence[str], seconds: Sequence[str]) -> np.ndarray:
+        """Scores of (query, document text) pairs, in input order."""
+
+    def score(self, query: str, docs: Sequence[Document]) -> np.ndarray:
+        return self.score_many([query], [docs])[0]
+
+    def score_many(self, queries: Sequence[str], docs: Sequence[Sequence[Document]]) -> list[np.ndarray]:
+        if len(queries) != len(docs):
+            raise InvalidInput(f"{len(queries)} queries but {len(docs)} candidate lists")
+        firsts = [q for q, ds in zip(queries, docs, strict=True) for _ in ds]
+        seconds = [d.contents for ds in docs for d in ds]
+        scores = self.score_pairs(firsts, seconds)
+        bounds = np.cumsum([0] + [len(ds) for ds in docs])
+        return [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]

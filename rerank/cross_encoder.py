@@ -18,9 +18,8 @@ import numpy as np
 
 from retrieval.errors import InvalidInput, require
 from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path
-from retrieval.types import Document
 
-from .base import Reranker
+from .base import PairwiseReranker
 from .batching import BatchPolicy, pad_batch, progress, token_budget_batches
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ def _activation_fn(name: str) -> Callable:
         raise InvalidInput(f"cannot build activation {name!r}: {e}") from None
 
 
-class CrossEncoderReranker(Reranker):
+class CrossEncoderReranker(PairwiseReranker):
     """Scores each (query, document) pair with a sequence-classification model.
 
     Args:
@@ -146,19 +145,6 @@ class CrossEncoderReranker(Reranker):
         self._inputs = [n for n in ("input_ids", "token_type_ids") if n in self.tokenizer.model_input_names]
         self.show_progress = show_progress
         self._torch = torch
-
-    def score(self, query: str, docs: Sequence[Document]) -> np.ndarray:
-        return self.score_many([query], [docs])[0]
-
-    def score_many(self, queries: Sequence[str], docs: Sequence[Sequence[Document]]) -> list[np.ndarray]:
-        """Scores for every query's documents, all pairs batched together by length."""
-        if len(queries) != len(docs):
-            raise InvalidInput(f"{len(queries)} queries but {len(docs)} candidate lists")
-        firsts = [q for q, ds in zip(queries, docs, strict=True) for _ in ds]
-        seconds = [d.contents for ds in docs for d in ds]
-        scores = self.score_pairs(firsts, seconds)
-        bounds = np.cumsum([0] + [len(ds) for ds in docs])
-        return [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def score_pairs(self, firsts: Sequence[str], seconds: Sequence[str]) -> np.ndarray:
         """Scores of (text, text) pairs in input order, float32 after the activation."""

@@ -23,9 +23,8 @@ import numpy as np
 
 from retrieval.errors import InvalidInput, NotFound, require
 from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path
-from retrieval.types import Document
 
-from .base import Reranker
+from .base import PairwiseReranker
 from .batching import BatchPolicy, pad_batch, progress, token_budget_batches
 
 log = logging.getLogger(__name__)
@@ -44,7 +43,7 @@ def single_token_id(tokenizer, token: str) -> int:
     return int(ids[0])
 
 
-class _T5Reranker(Reranker):
+class _T5Reranker(PairwiseReranker):
     """Shared loading, templating, truncation and batching; subclasses score a batch."""
 
     template: str
@@ -79,18 +78,6 @@ class _T5Reranker(Reranker):
         self.model.to(self.device).eval()
         self.policy = BatchPolicy(batch_size=batch_size, token_budget=token_budget, max_length=max_length)
         self.show_progress = show_progress
-
-    def score(self, query: str, docs: Sequence[Document]) -> np.ndarray:
-        return self.score_many([query], [docs])[0]
-
-    def score_many(self, queries: Sequence[str], docs: Sequence[Sequence[Document]]) -> list[np.ndarray]:
-        if len(queries) != len(docs):
-            raise InvalidInput(f"{len(queries)} queries but {len(docs)} candidate lists")
-        firsts = [q for q, ds in zip(queries, docs, strict=True) for _ in ds]
-        seconds = [d.contents for ds in docs for d in ds]
-        scores = self.score_pairs(firsts, seconds)
-        bounds = np.cumsum([0] + [len(ds) for ds in docs])
-        return [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     def encode(self, queries: Sequence[str], documents: Sequence[str]) -> list[list[int]]:
         """Token ids of the templated inputs, documents cut so each fits ``max_length``."""

@@ -2,6 +2,8 @@
 
 PRESETS: dict[str, dict] = {
     "bm25": {"retrievers": [{"retriever": "bm25", "depth": 1000}], "k": 1000},
+    "dense": {"retrievers": [{"retriever": "dense", "depth": 1000}], "k": 1000},
+    "hybrid": {"retrievers": [{"retriever": "bm25", "depth": 100}, {"retriever": "dense", "depth": 100}], "fusion": {"method": "minmax"}, "k": 100},
     "colbert": {"retrievers": [{"retriever": "colbert", "depth": 100, "params": {"nbits": 2}}], "k": 100},
     "bm25+ce": {"retrievers": [{"retriever": "bm25", "depth": 100}], "rerankers": [{"reranker": "cross-encoder", "depth": 100, "params": {"model": "cross-encoder/ms-marco-MiniLM-L6-v2"}}], "k": 100},
     "bm25+monot5": {"retrievers": [{"retriever": "bm25", "depth": 100}], "rerankers": [{"reranker": "monot5", "depth": 100, "params": {"model": "castorini/monot5-base-msmarco"}}], "k": 100},

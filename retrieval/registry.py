@@ -45,6 +45,7 @@ RETRIEVERS = Registry(
     "retriever",
     {
         "bm25": "retrieval.bm25:BM25Retriever",
+        "dense": "retrieval.dense:DenseRetriever",
         "colbert": "retrieval.plaid:PLAIDIndex",
         "impact": "retrieval.impact:ImpactRetriever",
         "splade": "retrieval.impact:ImpactRetriever",

@@ -1,0 +1,149 @@
+"""Dense benchmarks.
+
+- ``dense-encode``: our encoder against ``SentenceTransformer.encode`` on the same model,
+  texts, device, dtype and thread count; docs/s of both, their ratio, the largest absolute
+  difference between the two sets of embeddings, and on a GPU the share of bf16 peak.
+- ``dense-search``: HNSW and IVF indexes against exact search on the dataset's embeddings
+  (the cached ``dense`` preset index): recall@10 and queries/s.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from eval.bench import race
+from eval.datasets import load_dataset
+from retrieval.errors import require
+from retrieval.models import DEFAULT_DENSE_MODEL, resolve_model_path
+
+log = logging.getLogger(__name__)
+
+#: Dense bf16 tensor-core peaks (FLOP/s) of GPUs we expect, by a substring of the device name.
+BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
+
+
+def encode(dataset_dir: Path, device: str | None = None, num_docs: int = 1000, all_docs: bool = False,
+           model: str = DEFAULT_DENSE_MODEL, batch_size: int = 32, rounds: int = 3, threads: int = 2,
+           dtype: str | None = None, **_) -> dict:  # fmt: skip
+    """``cascade bench dense-encode``: docs/s of our encoder and sentence-transformers'.
+
+    Args:
+        num_docs: the first N documents (``all_docs`` for the whole corpus).
+        batch_size: sentence-transformers' batch size (its default, 32); ours batches by tokens.
+        rounds: timed runs of each, taking turns; the fastest of each counts.
+        threads: torch CPU threads, the same for both.
+    """
+    torch = require("torch", "models")
+    st = require("sentence_transformers", "models")
+    from indexing.encode import DenseEncoder
+
+    torch.set_num_threads(threads)
+    ds = load_dataset(dataset_dir, "test")
+    docs = ds.corpus() if all_docs else itertools.islice(ds.corpus(), num_docs)
+    texts = [d.contents for d in docs]
+    ours = DenseEncoder(model, device=device, dtype=dtype, show_progress=False)
+    ref = st.SentenceTransformer(resolve_model_path(model), device=str(ours.device))
+    ref.to(ours.dtype)
+
+    def sync(fn):
+        def run():
+            out = fn()
+            if ours.device.type == "cuda":
+                torch.cuda.synchronize()
+            return out
+
+        return run
+
+    ours.encode_documents(texts[:64])  # warm-up: kernels, allocator
+    ref.encode(texts[:64], batch_size=batch_size)
+    timed = race({
+        "ours": sync(lambda: ours.encode_documents(texts)),
+        "st": sync(lambda: ref.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)),
+    }, rounds=rounds)  # fmt: skip
+    (ours_s, a), (ref_s, b) = timed["ours"], timed["st"]
+    ours_dps, ref_dps = len(texts) / ours_s, len(texts) / ref_s
+    result = {
+        "benchmark": "dense-encode",
+        "dataset": str(dataset_dir),
+        "model": model,
+        "num_docs": len(texts),
+        "device": str(ours.device),
+        "dtype": str(ours.dtype).replace("torch.", ""),
+        "threads": threads,
+        "ours": {"name": "cascade DenseEncoder (length-sorted token-budget batches)",
+                 "max_tokens": ours.max_tokens, "seconds": round(ours_s, 3), "docs_per_s": round(ours_dps, 1)},
+        "baseline": {"name": f"sentence-transformers {st.__version__} encode", "batch_size": batch_size,
+                     "seconds": round(ref_s, 3), "docs_per_s": round(ref_dps, 1)},
+        "ratio": round(ours_dps / ref_dps, 3),
+        "max_abs_diff": float(np.abs(np.asarray(a) - np.asarray(b)).max()),
+    }  # fmt: skip
+    if ours.device.type == "cuda":
+        name = torch.cuda.get_device_name(ours.device)
+        peak = next((v for k, v in BF16_PEAK.items() if k in name), None)
+        flops = _forward_flops(ours, texts)
+        result["gpu"] = name
+        result["ours"]["tflops"] = round(flops / ours_s / 1e12, 2)
+        result["baseline"]["tflops"] = round(flops / ref_s / 1e12, 2)
+        if peak:
+            result["ours"]["share_of_bf16_peak"] = round(flops / ours_s / peak, 4)
+            result["baseline"]["share_of_bf16_peak"] = round(flops / ref_s / peak, 4)
+    return result
+
+
+def _forward_flops(encoder, texts: list[str]) -> float:
+    """Useful FLOPs of one forward pass over the texts (unpadded): 2 x weights x tokens in the
+    linear layers plus 4 x layers x hidden x tokens^2 for attention."""
+    model = encoder.model
+    cfg = model.config
+    embed = sum(p.numel() for n, p in model.named_parameters() if "embed" in n)
+    weights = sum(p.numel() for p in model.parameters()) - embed
+    lengths = np.array([len(x) for x in encoder.tokenize(texts, encoder.config.document_prompt)], dtype=np.float64)
+    return float(2 * weights * lengths.sum() + 4 * cfg.num_hidden_layers * cfg.hidden_size * (lengths**2).sum())
+
+
+def search(dataset_dir: Path, device: str | None = None, k: int = 10, rounds: int = 5,
+           indexes: tuple[str, ...] = ("hnsw", "ivf-sq8", "ivf-pq"), **_) -> dict:  # fmt: skip
+    """``cascade bench dense-search``: approximate indexes against exact search (recall@10, queries/s).
+
+    The embeddings are those of the ``dense`` preset's cached index (built on first use).
+    """
+    import time
+
+    from eval.evaluate import dataset_index_set
+    from retrieval.dense import DenseRetriever
+    from retrieval.pipeline import RetrieverStage
+
+    ds = load_dataset(dataset_dir, "test")
+    flat = dataset_index_set(ds).retriever(RetrieverStage(retriever="dense"))
+    flat.device = device
+    queries = ds.queries
+    qv = flat.encoder.encode_queries([q.text for q in queries])
+    vectors = np.asarray(flat.embeddings)
+    contenders, builds = {"exact": flat}, {}
+    for name in indexes:
+        t = time.perf_counter()
+        contenders[name] = DenseRetriever.from_vectors(flat.config, flat.doc_ids, vectors, name, device=device)
+        builds[name] = time.perf_counter() - t
+    timed = race({n: (lambda r=r: r.search_vectors(queries, qv, k)) for n, r in contenders.items()}, rounds)
+    exact_s, exact = timed["exact"]
+    out = {}
+    for name in indexes:
+        secs, got = timed[name]
+        recall = np.mean([len(set(g.doc_ids) & set(e.doc_ids)) / len(e) for g, e in zip(got, exact, strict=True)])
+        out[name] = {"index": contenders[name].factory, "build_s": round(builds[name], 3),
+                     "queries_per_s": round(len(queries) / secs, 1), f"recall@{k}": round(float(recall), 4)}  # fmt: skip
+    return {
+        "benchmark": "dense-search",
+        "dataset": str(dataset_dir),
+        "num_docs": flat.num_docs,
+        "num_queries": len(queries),
+        "dim": flat.dim,
+        "ours": out["hnsw"] if "hnsw" in out else next(iter(out.values())),
+        "indexes": out,
+        "baseline": {"name": "exact inner product (faiss Flat)", "queries_per_s": round(len(queries) / exact_s, 1)},
+        "ratio": round((out.get("hnsw") or next(iter(out.values())))["queries_per_s"] * exact_s / len(queries), 3),
+    }
