@@ -89,7 +89,6 @@ def build_sharded(
         raise InvalidInput("num_shards and num_workers must be >= 1")
     out = Path(out).resolve()
     params = dict(params or {})
-    params.setdefault("show_progress", False) if retriever == "bm25" else None
     RETRIEVERS.get(retriever)  # unknown names fail here, before any worker starts
     todo = [i for i in range(num_shards) if not (out / shard_name(i) / MANIFEST).is_file()]
     skipped = sorted(set(range(num_shards)) - set(todo))
@@ -112,6 +111,5 @@ def build_sharded(
             max_task_retries=max_retries,
         ).take_all()  # fmt: skip
     seconds = time.perf_counter() - t
-    build_params = {k: v for k, v in params.items() if k != "show_progress"}
-    manifest = commit_shards(out, retriever, num_shards, build_params)
+    manifest = commit_shards(out, retriever, num_shards, params)
     return BuildReport(num_shards, sorted(r["shard"] for r in results), skipped, manifest.num_docs, seconds)

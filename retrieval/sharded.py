@@ -68,11 +68,14 @@ class ShardedRetriever(Retriever):
 
     kind = "sharded"
 
-    def __init__(self, shards: Sequence[Retriever], threads: int = 1):
+    def __init__(self, shards: Sequence[Retriever], threads: int = 1, spec: tuple[str, dict] | None = None):
+        """``spec`` (family name, build params) is what :meth:`save` records; a loaded index has it
+        in its manifest already."""
         if not shards:
             raise InvalidInput("a sharded index needs at least one shard")
         self.shards = list(shards)
         self.threads = threads
+        self.spec = spec
         if all(hasattr(s, "collection_stats") for s in self.shards):
             merged = type(self.shards[0].collection_stats()).merge(s.collection_stats() for s in self.shards)
             for s in self.shards:
@@ -86,10 +89,7 @@ class ShardedRetriever(Retriever):
         buckets: list[list[Document]] = [[] for _ in range(num_shards)]
         for d in docs:
             buckets[shard_of(d.id, num_shards)].append(d)
-        shards = [family.build(b, **params) for b in buckets]
-        out = cls(shards)
-        out._spec = (retriever, params)
-        return out
+        return cls([family.build(b, **params) for b in buckets], spec=(retriever, params))
 
     @property
     def num_docs(self) -> int:
@@ -106,9 +106,9 @@ class ShardedRetriever(Retriever):
         return merged
 
     def save(self, path: str | Path) -> None:
-        retriever, params = getattr(self, "_spec", (None, {}))
-        if retriever is None:
+        if self.spec is None:
             raise InvalidInput("only a sharded index built in this process can be saved; a loaded one is on disk")
+        retriever, params = self.spec
         for i, shard in enumerate(self.shards):
             shard.save(Path(path) / shard_name(i))
         commit_shards(path, retriever, len(self.shards), params)
