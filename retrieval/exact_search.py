@@ -22,11 +22,17 @@ Searcher = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 
 
 def exact_searcher(embeddings: np.ndarray, device: str | None = None) -> Searcher:
-    """Pick the engine for ``device`` (``None``/``"auto"``: a GPU when there is one)."""
-    faiss = require("faiss", "dense")
+    """Pick the engine for ``device`` (``None``/``"auto"``: a GPU when there is one).
+
+    faiss is needed on the CPU only: a GPU without faiss-gpu searches through torch.
+    """
     dev = _device(device)
     if dev is not None and dev.type == "cuda":
-        if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+        try:
+            import faiss
+        except ImportError:
+            faiss = None
+        if faiss is not None and hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
             log.info("exact search on faiss-gpu")
             cpu = faiss.IndexFlatIP(embeddings.shape[1])
             cpu.add(np.ascontiguousarray(embeddings, dtype=np.float32))
@@ -34,6 +40,7 @@ def exact_searcher(embeddings: np.ndarray, device: str | None = None) -> Searche
             return gpu.search
         log.info("exact search with torch on %s", dev)
         return torch_searcher(embeddings, dev)
+    faiss = require("faiss", "dense")
     index = faiss.IndexFlatIP(embeddings.shape[1])
     index.add(np.ascontiguousarray(embeddings, dtype=np.float32))
     return index.search
