@@ -49,7 +49,8 @@ def exact_searcher(embeddings: np.ndarray, device: str | None = None) -> Searche
 def torch_searcher(embeddings: np.ndarray, device, dtype=None) -> Searcher:
     """Exact top-k with torch: one matrix product per query batch, ``torch.topk`` on the scores."""
     torch = require("torch", "models")
-    matrix = torch.from_numpy(np.ascontiguousarray(embeddings, dtype=np.float32)).to(device, dtype or torch.float32)
+    # a copy: the embeddings are often a read-only memory map, which torch will not wrap
+    matrix = torch.from_numpy(np.array(embeddings, dtype=np.float32)).to(device, dtype or torch.float32)
 
     def search(queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         with torch.inference_mode():
