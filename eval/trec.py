@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from retrieval.errors import InvalidInput, NotFound
+from retrieval.storage import atomic_file
 from retrieval.types import Ranking, Run
 
 
 def write_run(run: Run, path: str | Path, tag: str = "cascade") -> None:
     """Write atomically: a killed write leaves the previous file in place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_file(path) as f:
         for qid, ranking in run.items():
             for rank, (doc_id, score) in enumerate(zip(ranking.doc_ids, ranking.scores, strict=True), start=1):
                 f.write(f"{qid} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def read_run(path: str | Path) -> Run:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -22,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from retrieval.errors import InvalidInput
+from retrieval.storage import atomic_file
 from retrieval.types import Document
 
 log = logging.getLogger(__name__)
@@ -127,10 +127,5 @@ def _read_shard(work: Path, shard: int, ids: np.ndarray) -> tuple[np.ndarray, np
 
 
 def _write_shard(work: Path, shard: int, ids: np.ndarray, vectors: np.ndarray, counts: np.ndarray) -> None:
-    path = _shard_path(work, shard)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    with open(tmp, "wb") as f:
+    with atomic_file(_shard_path(work, shard), "wb") as f:
         np.savez(f, ids=ids, vectors=vectors, counts=np.asarray(counts, dtype=np.int64))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

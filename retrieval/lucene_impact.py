@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import scipy.sparse as sp
 
 from .errors import InvalidInput, MissingDependency, NotFound, require
 from .sparse_vectors import vectors_to_csr
+from .storage import atomic_file
 from .types import Ranking
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,7 @@ def write_json_vector_collection(
     if m.nnz and m.data.min() < 0:
         raise InvalidInput("impacts must be >= 0")
     m.eliminate_zeros()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_file(path) as f:
         for i, doc_id in enumerate(doc_ids):
             lo, hi = m.indptr[i], m.indptr[i + 1]
             vector = {
@@ -67,7 +64,6 @@ def write_json_vector_collection(
                 for c, v in zip(m.indices[lo:hi].tolist(), m.data[lo:hi].tolist(), strict=True)
             }
             f.write(json.dumps({"id": doc_id, "contents": "", "vector": vector}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
     return len(doc_ids)
 
 

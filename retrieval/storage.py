@@ -17,7 +17,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -132,18 +132,30 @@ def write_index(
     return manifest
 
 
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w") -> Iterator[IO]:
+    """Yield a file open on a temp name beside ``path``; on success it is fsynced and renamed
+    over ``path``, so a killed write leaves the previous file in place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_manifest(path: str | Path, manifest: Manifest) -> None:
     """Write only ``path/manifest.json``, atomically: for directories whose other content
     (e.g. shards, each an atomic index of its own) is written before the manifest commits it."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    tmp = path / f".{MANIFEST}.tmp"
-    with open(tmp, "w") as f:
+    with atomic_file(Path(path) / MANIFEST) as f:
         f.write(json.dumps(manifest.to_json(), indent=2))
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path / MANIFEST)
-    _fsync_dir(path)
 
 
 def manifest_digest(path: str | Path) -> str:
