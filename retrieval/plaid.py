@@ -1,23 +1,14 @@
-"""The PLAID engine: a ColBERTv2 compressed late-interaction index and its search.
+"""The PLAID engine: a ColBERTv2 compressed late-interaction index (kind ``colbert``).
 
-Index (kind ``colbert``): k-means centroids over the token vectors; each token stored as
-its centroid id (``codes``) plus an ``nbits``-per-dimension residual (``residuals``, see
+Index: k-means centroids over the token vectors; each token stored as its centroid id
+(``codes``) plus an ``nbits``-per-dimension residual (``residuals``, see
 retrieval/residual.py); ``doc_offsets`` delimit each document's tokens. Two derived
 postings make search cheap: ``bags`` (per document, its distinct centroids) and ``ivf``
 (per centroid, the documents that use it).
 
-Search (Santhanam et al., PLAID, 2022), for a batch of queries at once:
-
-1. candidate generation: the documents listed under each query token's top ``ncells``
-   centroids;
-2. centroid interaction with pruning: approximate MaxSim over each candidate's bag of
-   centroids, ignoring centroids whose best query-token score is below
-   ``centroid_score_threshold``; keep the best ``ndocs``;
-3. centroid interaction without pruning on those; keep ``ndocs / 4``;
-4. decompress those documents' token vectors and rank them by exact MaxSim.
-
-Every step is a tensor operation over all (query, document) pairs of the batch (ragged
-gathers and padded bags), in torch on CPU or GPU; there is no per-document Python loop.
+This module builds, updates, saves and loads the index; the search stages live in
+:mod:`retrieval.plaid_search` (batched torch, any device) and :mod:`retrieval.plaid_kernel`
+(compiled per-query loops, the CPU default when numba is installed).
 """
 
 from __future__ import annotations
@@ -25,7 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Self
 
@@ -34,8 +25,8 @@ import numpy as np
 from .base import Retriever
 from .colbert import ColBERTEncoder, MultiVectors
 from .errors import IndexMismatch, InvalidInput, NotFound, require
-from .maxsim import as_tensor, maxsim_pairs, pad_rows
 from .models import DEFAULT_DENSE_MODEL, resolve_device
+from .plaid_search import HIGH_RECALL, SearchParams, TorchSearcher, numba_arrays, search_numba
 from .residual import ResidualCodec
 from .storage import read_index, write_index
 from .types import Document, Query, Ranking
@@ -43,69 +34,8 @@ from .types import Document, Query, Ranking
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-_NEG = float("-inf")
-_PRUNED = -1.0e4
-
-
-@dataclass(frozen=True)
-class SearchParams:
-    """PLAID's knobs. :meth:`for_k` gives PLAID's defaults; :meth:`exhaustive` scores every
-    document (then search equals exact MaxSim over the decompressed vectors)."""
-
-    ncells: int
-    centroid_score_threshold: float
-    ndocs: int
-
-    @classmethod
-    def for_k(cls, k: int) -> SearchParams:
-        if k <= 10:
-            return cls(1, 0.5, 256)
-        if k <= 100:
-            return cls(2, 0.45, 1024)
-        return cls(4, 0.4, max(4 * k, 4096))
-
-    @classmethod
-    def exhaustive(cls) -> SearchParams:
-        return cls(1 << 30, _NEG, 1 << 40)
-
-
-#: The high-recall setting: with an index built with ``store_vectors=True`` it gave recall@10
-#: 0.998 against exhaustive MaxSim on SciFact (MiniLM token vectors, 128 dims; 60 queries).
-#: Without stored vectors, recall is capped by the residual compression (ibid.: 0.89 at nbits=2,
-#: 0.95 at nbits=4, even when every document is scored).
-HIGH_RECALL = SearchParams(ncells=4, centroid_score_threshold=0.4, ndocs=2048)
-
-
-def _ragged_positions(indptr, rows):
-    """Positions ``indptr[r]:indptr[r + 1]`` for each r in ``rows``, concatenated (torch).
-
-    Returns (positions, owner) where owner[i] is the index in ``rows`` it came from.
-    """
-    torch = require("torch", "models")
-    starts = indptr[rows]
-    lens = indptr[rows + 1] - starts
-    owner = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), lens)
-    first = torch.cumsum(lens, 0) - lens
-    pos = torch.arange(len(owner), device=rows.device) - first[owner] + starts[owner]
-    return pos, owner
-
-
-def _topk_per_group(group, scores, n: int, num_groups: int):
-    """Indices (into ``scores``) of the best ``n`` per group; ``group`` is sorted ascending."""
-    torch = require("torch", "models")
-    if len(group) == 0:
-        return group
-    counts = torch.bincount(group, minlength=num_groups)
-    width = int(counts.max())
-    if width <= n:  # every group fits: keep all (finite) entries
-        return torch.nonzero(scores > _NEG).flatten()
-    first = torch.cumsum(counts, 0) - counts
-    col = torch.arange(len(group), device=group.device) - first[group]
-    padded = torch.full((num_groups, width), _NEG, device=scores.device)
-    padded[group, col] = scores
-    top = torch.topk(padded, n, dim=1)
-    sel = (first[:, None] + top.indices)[top.values > _NEG]
-    return torch.sort(sel).values
+ENGINES = ("auto", "numba", "torch")
+__all__ = ["HIGH_RECALL", "PLAIDIndex", "SearchParams"]
 
 
 class PLAIDIndex(Retriever):
@@ -141,7 +71,8 @@ class PLAIDIndex(Retriever):
         self.build_info = dict(build_info or {})
         self.postings = postings or _postings(codes, doc_offsets, len(centroids))
         self.device = resolve_device(device)
-        self._t: dict[str, Any] | None = None
+        self._searcher: TorchSearcher | None = None
+        self._numba: dict[str, Any] | None = None
         self._encoder: ColBERTEncoder | None = None
 
     # -- properties ------------------------------------------------------------------------
@@ -207,8 +138,9 @@ class PLAIDIndex(Retriever):
         cls,
         doc_ids: Sequence[str] | np.ndarray,
         vectors: MultiVectors,
-        nbits: int = 2,
+        nbits: int = 4,
         num_centroids: int | None = None,
+        centroids: np.ndarray | None = None,
         kmeans_iters: int = 4,
         max_points_per_centroid: int = 32,
         assign_nprobe: int | None = 16,
@@ -224,8 +156,13 @@ class PLAIDIndex(Retriever):
         Args:
             doc_ids: one id per document, unique.
             vectors: their L2-normalized token vectors.
-            nbits: bits per dimension of the residual (1, 2 or 4).
+            nbits: bits per dimension of the residual (1, 2 or 4). The default, 4, is the one
+                that reaches recall@10 >= 0.95 against exhaustive MaxSim with PLAID's defaults
+                (SciFact: 0.958, index 0.28 of the fp16 vectors); 2 is the compact setting
+                (0.914 at 0.16 of fp16).
             num_centroids: default 2 ** floor(log2(16 * sqrt(#embeddings))).
+            centroids: reuse these (k, dim) centroids (e.g. another index's, to compare nbits
+                on one clustering) instead of running k-means.
             kmeans_iters: Lloyd iterations.
             max_points_per_centroid: k-means runs on a random sample of at most this many
                 embeddings per centroid (faiss's and ColBERT's practice).
@@ -261,15 +198,21 @@ class PLAIDIndex(Retriever):
         dim = int(vectors.vectors.shape[1])
         if nbits not in (1, 2, 4) or dim % (8 // nbits):
             raise InvalidInput(f"nbits must be 1, 2 or 4 with dim a multiple of 8/nbits (dim {dim}, nbits {nbits})")
-        k = min(num_centroids or default_num_centroids(n), n)
+        if centroids is not None and (np.ndim(centroids) != 2 or np.shape(centroids)[1] != dim):
+            raise InvalidInput(f"centroids must be (k, {dim}), got {np.shape(centroids)}")
+        k = len(centroids) if centroids is not None else min(num_centroids or default_num_centroids(n), n)
         rng = np.random.default_rng(seed)
         sample_n = min(n, k * max_points_per_centroid)
         sample = np.sort(rng.choice(n, sample_n, replace=False)) if sample_n < n else np.arange(n)
         dev = resolve_device(device)
         two_level = {"nprobe": assign_nprobe or 1, "two_level_from": 4096 if assign_nprobe else 1 << 62}
-        centroids = kmeans(
-            np.asarray(vectors.vectors[sample]), k, kmeans_iters, seed, str(dev), show_progress, **two_level
-        )
+        if centroids is None:
+            centroids = kmeans(
+                np.asarray(vectors.vectors[sample]), k, kmeans_iters, seed, str(dev), show_progress, **two_level
+            )
+        else:
+            sample_n = 0
+            centroids = torch.as_tensor(np.asarray(centroids, np.float32)).to(dev)
         centroids = centroids.half().float()  # as stored: residuals are taken against these exact values
         t_kmeans = time.perf_counter() - t0
         codes = assign(np.asarray(vectors.vectors), centroids, **two_level).cpu().numpy().astype(_code_dtype(k))
@@ -283,7 +226,7 @@ class PLAIDIndex(Retriever):
             residuals[s : s + len(x)] = codec.compress(x - centroids[c]).cpu().numpy()
         info = {
             "build_s": round(time.perf_counter() - t0, 3), "kmeans_s": round(t_kmeans, 3),
-            "kmeans_iters": kmeans_iters, "kmeans_sample": int(sample_n), "seed": seed,
+            "kmeans_iters": kmeans_iters if sample_n else 0, "kmeans_sample": int(sample_n), "seed": seed,
             "prune_threshold": prune_threshold, "assign_nprobe": assign_nprobe,
         }  # fmt: skip
         log.info("plaid: %d docs, %d embeddings, %d centroids, nbits=%d in %.1f s", len(doc_ids), n, k, nbits, info["build_s"])
@@ -353,7 +296,7 @@ class PLAIDIndex(Retriever):
     def _replace(self, codes, residuals, offsets, doc_ids) -> None:
         self.codes, self.residuals, self.doc_offsets, self.doc_ids = codes, residuals, offsets, doc_ids
         self.postings = _postings(codes, offsets, len(self.centroids))
-        self._t = None
+        self._searcher = self._numba = None
 
     # -- search ----------------------------------------------------------------------------
 
@@ -373,7 +316,7 @@ class PLAIDIndex(Retriever):
         return self._encoder
 
     def search(
-        self, queries: Sequence[Query], k: int = 10, batch_size: int = 16, **params
+        self, queries: Sequence[Query], k: int = 10, batch_size: int | None = None, **params
     ) -> list[Ranking]:  # fmt: skip
         """Encode the queries and search; ``params`` override :class:`SearchParams` fields."""
         qv = self.encoder.encode_queries([q.text for q in queries])
@@ -390,7 +333,8 @@ class PLAIDIndex(Retriever):
         ncells: int | None = None,
         centroid_score_threshold: float | None = None,
         ndocs: int | None = None,
-        batch_size: int = 16,
+        batch_size: int | None = None,
+        engine: str = "auto",
     ) -> tuple[np.ndarray, np.ndarray]:
         """PLAID search with query token vectors.
 
@@ -398,148 +342,68 @@ class PLAIDIndex(Retriever):
             queries: token vectors, one row per query.
             k: hits per query.
             ncells, centroid_score_threshold, ndocs: default :meth:`SearchParams.for_k`.
-            batch_size: queries searched together.
+            batch_size: queries searched together (default 256 on a GPU, 64 on a CPU).
+            engine: ``numba`` (compiled, CPU), ``torch`` (batched tensors, any device) or
+                ``auto``: numba on a CPU when it is installed, else torch. Same results.
 
         Returns:
             (scores, doc indices), both (num queries, k); missing hits are -inf / -1.
 
         Raises:
-            IndexMismatch: query dim differs from the index's. InvalidInput: k < 1.
+            IndexMismatch: query dim differs from the index's. InvalidInput: k < 1, an
+            unknown engine, or numba asked for on a GPU index or without numba installed.
         """
         torch = require("torch", "models")
         if k < 1:
             raise InvalidInput(f"k must be >= 1, got {k}")
         if queries.vectors.ndim != 2 or queries.vectors.shape[1] != self.dim:
             raise IndexMismatch(f"query vectors have dim {queries.vectors.shape[-1]}; this index holds dim {self.dim}")
+        use_numba = self._use_numba(engine)
         d = SearchParams.for_k(k)
         p = SearchParams(
             ncells if ncells is not None else d.ncells,
             centroid_score_threshold if centroid_score_threshold is not None else d.centroid_score_threshold,
             ndocs if ndocs is not None else d.ndocs,
         )
-        out_s = np.full((len(queries), k), _NEG, np.float32)
+        batch_size = batch_size or (256 if self.device.type == "cuda" else 64)
+        out_s = np.full((len(queries), k), float("-inf"), np.float32)
         out_i = np.full((len(queries), k), -1, np.int64)
         with torch.inference_mode():
             for s in range(0, len(queries), batch_size):
-                rows = range(s, min(len(queries), s + batch_size))
-                batch = MultiVectors.from_list([np.asarray(queries[r], np.float32) for r in rows], self.dim)
-                sc, ix = self._search_batch(batch, k, p)
-                out_s[s : s + len(rows), : sc.shape[1]] = sc
-                out_i[s : s + len(rows), : ix.shape[1]] = ix
+                rows = [np.asarray(queries[r], np.float32) for r in range(s, min(len(queries), s + batch_size))]
+                if use_numba:
+                    if self._numba is None:
+                        self._numba = numba_arrays(self)
+                    sc, ix = search_numba(self._numba, rows, k, p)
+                else:
+                    q_np, qm_np = MultiVectors.from_list(rows, self.dim).padded()
+                    q, qm = (torch.as_tensor(x, device=self.device) for x in (q_np, qm_np))
+                    sc, ix = (x.cpu().numpy() for x in self.searcher.search(q, qm, k, p))
+                out_s[s : s + len(rows)], out_i[s : s + len(rows)] = sc, ix
         return out_s, out_i
 
-    def _tensors(self) -> dict[str, Any]:
-        torch = require("torch", "models")
-        if self._t is None:
-            dev = self.device
+    def _use_numba(self, engine: str) -> bool:
+        if engine not in ENGINES:
+            raise InvalidInput(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+        if engine == "torch":
+            return False
+        from .plaid_kernel import AVAILABLE
 
-            def t(a, dtype=None):
-                return as_tensor(a, dev, dtype)
+        if engine == "numba" and (not AVAILABLE or self.device.type != "cpu"):
+            raise InvalidInput("engine='numba' needs numba installed (extra 'fast') and a CPU index")
+        return AVAILABLE and self.device.type == "cpu"
 
-            cents = t(self.centroids, torch.float32)
-            self._t = {
-                "centroids": cents,
-                "codes": t(np.asarray(self.codes, np.int64)),
-                "residuals": t(self.residuals),
-                "doc_offsets": t(self.doc_offsets),
-                "ivf_indptr": t(self.postings["ivf_indptr"]),
-                "ivf_pids": t(self.postings["ivf_pids"], torch.long),
-                "bag_offsets": t(self.postings["bag_offsets"]),
-                "bag_codes": t(np.asarray(self.postings["bag_codes"], np.int64)),
-                "table": torch.as_tensor(self.codec.lookup_table(), device=dev),
-            }
-            if self.vectors is not None:
-                self._t["vectors"] = t(self.vectors)
-        return self._t
-
-    def _search_batch(self, batch: MultiVectors, k: int, p: SearchParams):
-        torch = require("torch", "models")
-        t = self._tensors()
-        dev, kc = self.device, len(self.centroids)
-        q_np, qm_np = batch.padded()
-        q, qm = torch.as_tensor(q_np, device=dev), torch.as_tensor(qm_np, device=dev)
-        nq = len(q)
-        scores = torch.einsum("bid,kd->bik", q, t["centroids"])  # (B, Lq, K)
-        # 1. candidates: documents under each query token's top ncells centroids
-        tok_q = torch.nonzero(qm)[:, 0]
-        top_cells = torch.topk(scores[qm], min(p.ncells, kc), dim=1).indices  # (tokens, ncells)
-        qc = torch.unique(tok_q[:, None] * kc + top_cells)
-        pos, owner = _ragged_positions(t["ivf_indptr"], qc % kc)
-        pids = t["ivf_pids"][pos]
-        pair = torch.unique((qc // kc)[owner] * self.num_docs + pids)
-        cand_q, cand_d = pair // self.num_docs, pair % self.num_docs
-        # centroid-major score table: one row per (query, centroid), plus one row for pads
-        scores = scores.masked_fill(~qm[:, :, None], 0.0)
-        # pads and pruned centroids score _PRUNED (finite, as PLAID's -9999): a document whose
-        # every centroid is pruned ranks last but stays a candidate
-        pad = torch.full((1, scores.shape[1]), _PRUNED, device=dev)
-        table = torch.cat([scores.transpose(1, 2).reshape(nq * kc, -1), pad])
-        best = scores.masked_fill(~qm[:, :, None], _NEG).amax(dim=1).flatten()  # (B*K,)
-        keep = best >= p.centroid_score_threshold
-        # 2. approximate scores over pruned bags, best ndocs; 3. over full bags, best ndocs / 4
-        # (each stage only runs when some query has more candidates than it keeps)
-        for keep_c, n in ((keep, p.ndocs), (None, max(p.ndocs // 4, k))):
-            if len(cand_q) and int(torch.bincount(cand_q).max()) > n:
-                approx = self._bag_scores(table, keep_c, cand_q, cand_d, kc)
-                sel = _topk_per_group(cand_q, approx, n, nq)
-                cand_q, cand_d = cand_q[sel], cand_d[sel]
-        # 4. exact MaxSim over decompressed vectors
-        exact = self._exact_scores(q, qm, cand_q, cand_d)
-        sel = _topk_per_group(cand_q, exact, k, nq)
-        cand_q, cand_d, exact = cand_q[sel], cand_d[sel], exact[sel]
-        out_s = torch.full((nq, k), _NEG, device=dev)
-        out_i = torch.full((nq, k), -1, dtype=torch.long, device=dev)
-        order = torch.sort(exact, descending=True, stable=True).indices
-        order = order[torch.sort(cand_q[order], stable=True).indices]  # by query, then score desc
-        cand_q, cand_d, exact = cand_q[order], cand_d[order], exact[order]
-        counts = torch.bincount(cand_q, minlength=nq)
-        col = torch.arange(len(cand_q), device=dev) - (torch.cumsum(counts, 0) - counts)[cand_q]
-        out_s[cand_q, col], out_i[cand_q, col] = exact, cand_d
-        return out_s.cpu().numpy(), out_i.cpu().numpy()
-
-    def _bag_scores(self, table, keep, cand_q, cand_d, kc: int, budget: int = 1 << 24):
-        """Approximate MaxSim of each candidate over its bag of centroids (pruned if ``keep``)."""
-        torch = require("torch", "models")
-        t = self._tensors()
-        out = torch.empty(len(cand_q), device=table.device)
-        lens = t["bag_offsets"][cand_d + 1] - t["bag_offsets"][cand_d]
-        width = int(lens.max()) if len(lens) else 1
-        step = max(1, budget // (width * table.shape[1]))
-        pad_row = len(table) - 1
-        for s in range(0, len(cand_q), step):
-            qs, ds = cand_q[s : s + step], cand_d[s : s + step]
-            codes, mask = pad_rows(t["bag_codes"][:, None], t["bag_offsets"], ds)
-            rows = qs[:, None] * kc + codes[..., 0]
-            if keep is not None:
-                mask = mask & keep[rows]
-            rows = torch.where(mask, rows, pad_row)
-            out[s : s + step] = table[rows].amax(dim=1).sum(dim=1)
-        return out
-
-    def _exact_scores(self, q, qm, cand_q, cand_d, budget: int = 1 << 24):
-        torch = require("torch", "models")
-        t = self._tensors()
-        out = torch.empty(len(cand_q), device=q.device)
-        lens = t["doc_offsets"][cand_d + 1] - t["doc_offsets"][cand_d]
-        width = int(lens.max()) if len(lens) else 1
-        step = max(1, budget // (width * self.dim))
-        for s in range(0, len(cand_q), step):
-            qs, ds = cand_q[s : s + step], cand_d[s : s + step]
-            emb, owner = _ragged_positions(t["doc_offsets"], ds)
-            if "vectors" in t:
-                vecs = t["vectors"][emb].float()
-            else:
-                vecs = self.codec.decompress(t["centroids"], t["codes"][emb], t["residuals"][emb], t["table"])
-            offsets = torch.zeros(len(ds) + 1, dtype=torch.long, device=q.device)
-            offsets[1:] = torch.cumsum(torch.bincount(owner, minlength=len(ds)), 0)
-            d, dm = pad_rows(vecs, offsets, torch.arange(len(ds), device=q.device))
-            out[s : s + step] = maxsim_pairs(q[qs], qm[qs], d, dm)
-        return out
+    @property
+    def searcher(self) -> TorchSearcher:
+        """The index's arrays on its device, with the batched torch search (built once)."""
+        if self._searcher is None:
+            self._searcher = TorchSearcher(self, self.device)
+        return self._searcher
 
     def decompressed(self) -> MultiVectors:
         """Every document's decompressed token vectors (for tests and exact reference scoring)."""
-        t = self._tensors()
-        vecs = self.codec.decompress(t["centroids"], t["codes"], t["residuals"], t["table"])
+        t = self.searcher
+        vecs = self.codec.decompress(t.centroids, t.codes, t.residuals, t.table)
         return MultiVectors(vecs.cpu().numpy(), np.asarray(self.doc_offsets))
 
     # -- persistence -----------------------------------------------------------------------

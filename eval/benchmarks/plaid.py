@@ -11,8 +11,14 @@ orthonormal projection to 128 dims; ``projection_dim=None`` keeps 384. The corpu
 are cached without projection and projected on load, which equals encoding with the
 projection (the projection is linear and each vector is re-normalized after it).
 
+The default ``nbits=4`` is the engine's default; ``compact_nbits=2`` also compresses the
+same clustering at 2 bits (centroids reused, so its build time is the compression alone)
+and reports its size and recall.
+
 ``device="cuda"`` runs our build and both searches on the GPU; ``sizes=[...]`` also times
-PLAID and brute force on the first N documents for each N (where PLAID overtakes).
+PLAID and brute force per corpus size N (where PLAID overtakes): the first N documents, or,
+past the dataset's size, the dataset replicated with noisy copies of its token vectors
+(:func:`replicate`), so a GPU run can show the crossover without encoding a bigger corpus.
 """
 
 from __future__ import annotations
@@ -59,6 +65,32 @@ def project(mv: MultiVectors, w: np.ndarray | None, chunk: int = 1 << 18) -> Mul
         x = np.asarray(mv.vectors[s : s + chunk], np.float32) @ w.T
         out[s : s + chunk] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return MultiVectors(out, np.asarray(mv.offsets))
+
+
+def replicate(doc_ids: np.ndarray, docs: MultiVectors, n: int, noise: float = 0.3, seed: int = 0):
+    """``n`` documents: the first ``n``, or every document then noisy copies of them in turn.
+
+    A copy of document ``i`` is ``normalize(v + e)`` per token, ``e`` Gaussian with expected
+    norm ``noise`` (0.3: cosine about 0.96 to the original), so copies are near but not equal.
+    """
+    base = len(docs)
+    if n <= base:
+        return doc_ids[:n], MultiVectors(docs.vectors[: docs.offsets[n]], np.asarray(docs.offsets[: n + 1]))
+    src = np.arange(n) % base
+    lens = np.diff(np.asarray(docs.offsets))[src]
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    dim = docs.vectors.shape[1]
+    out = np.empty((offsets[-1], dim), np.float16)
+    out[: docs.offsets[-1]] = docs.vectors
+    rng = np.random.default_rng(seed)
+    total = int(docs.offsets[-1])
+    for s in range(total, len(out), total):  # one pass per copy of the corpus
+        m = min(total, len(out) - s)
+        x = np.asarray(docs.vectors[:m], np.float32) + rng.standard_normal((m, dim), np.float32) * (noise / np.sqrt(dim))
+        out[s : s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    ids = np.array([f"{doc_ids[i]}#{j // base}" if j >= base else doc_ids[i] for j, i in enumerate(src)])
+    return ids, MultiVectors(out, offsets)
 
 
 def _recall(got: np.ndarray, ref: np.ndarray, k: int) -> float:
@@ -112,7 +144,8 @@ def run(
     dataset_dir: Path,
     device: str | None = None,
     k: int = 10,
-    nbits: int = 2,
+    nbits: int = 4,
+    compact_nbits: int | None = 2,
     projection_dim: int | None = 128,
     model: str = DEFAULT_DENSE_MODEL,
     split: str = "test",
@@ -129,13 +162,14 @@ def run(
         dataset_dir: a BEIR-layout dataset (or its name).
         device: ``cuda`` to build and search on a GPU; default CPU.
         k: hits per query (PLAID's defaults are chosen by k).
-        nbits: residual bits per dimension.
+        nbits: residual bits per dimension (the engine's default, 4).
+        compact_nbits: also compress the same clustering at these bits (None: skip).
         projection_dim: project the 384-dim MiniLM vectors to this many dims (None: keep).
         exhaustive_queries: time brute force on only this many queries (it is slow on CPU);
             recall is always measured on every query.
         vectors_dir: where the unprojected corpus vectors are cached.
         pylate: also run PyLate's PLAID if it is installed.
-        sizes: also time PLAID vs brute force on the first N documents, for each N.
+        sizes: also time PLAID vs brute force per corpus size N (see :func:`replicate`).
         store_vectors: build with fp16 originals (exact last stage; needed for HIGH_RECALL's
             recall >= 0.99); the size figures count the compressed arrays only.
     """
@@ -162,21 +196,23 @@ def run(
         doc_ids, docs, nbits=nbits, device=device, store_vectors=store_vectors, show_progress=False
     )
     build_s = time.perf_counter() - t
-    compressed = index.nbytes() - (index.vectors.nbytes if index.vectors is not None else 0)
     ours: dict = {
         "name": "cascade-plaid", "device": str(index.device), "build_s": round(build_s, 1),
-        "kmeans_s": index.build_info["kmeans_s"], "index_bytes": compressed,
-        "fp16_bytes": fp16_bytes, "size_vs_fp16": round(compressed / fp16_bytes, 4), "store_vectors": store_vectors,
+        "kmeans_s": index.build_info["kmeans_s"], **_size(index, fp16_bytes), "store_vectors": store_vectors,
         "num_centroids": len(index.centroids), "num_embeddings": index.num_embeddings,
     }  # fmt: skip
     torch.set_grad_enabled(False)
-    for label, params in (("defaults", SearchParams.for_k(k)), ("high_recall", HIGH_RECALL)):
-        kw = {"ncells": params.ncells, "centroid_score_threshold": params.centroid_score_threshold, "ndocs": params.ndocs}
-        index.search_vectors(MultiVectors.from_list([qv[0]]), k, **kw)  # warm-up
-        s, (sc, ix) = _timed(lambda kw=kw: index.search_vectors(qv, k, **kw))
-        ours[label] = {
-            **kw, "queries_per_s": round(len(queries) / s, 2), f"recall@{k}": round(_recall(ix, ref_idx, k), 4),
-            "ndcg@10": _ndcg(ds, doc_ids, queries, sc, ix),
+    measure = (ds, doc_ids, queries, qv, k, ref_idx)
+    ours["defaults"] = _measure(index, SearchParams.for_k(k), *measure)
+    ours["high_recall"] = _measure(index, HIGH_RECALL, *measure)
+    if compact_nbits and compact_nbits != nbits:
+        t = time.perf_counter()
+        compact = PLAIDIndex.from_vectors(
+            doc_ids, docs, nbits=compact_nbits, centroids=index.centroids, device=device, show_progress=False
+        )  # fmt: skip
+        ours["compact"] = {
+            "nbits": compact_nbits, "build_s_without_kmeans": round(time.perf_counter() - t, 1),
+            **_size(compact, fp16_bytes), "defaults": _measure(compact, SearchParams.for_k(k), *measure),
         }  # fmt: skip
     exhaustive = {
         "name": "exhaustive-maxsim", "queries_per_s": round(n_timed / brute_s, 2), "timed_queries": n_timed,
@@ -203,18 +239,40 @@ def run(
     result["ratio"] = round(ours["defaults"]["queries_per_s"] / baseline.get("plaid_k10", baseline)["queries_per_s"], 2)
     if sizes:
         result["by_size"] = [_size_point(doc_ids, docs, qv, n, k, nbits, device) for n in sizes]
+        faster = [p["docs"] for p in result["by_size"] if p["plaid_qps"] > p["brute_qps"]]
+        result["plaid_faster_from_docs"] = min(faster) if faster else None
     return result
 
 
+def _size(index: PLAIDIndex, fp16_bytes: int) -> dict:
+    """The compressed index's bytes (stored fp16 originals not counted) and their share of fp16."""
+    compressed = index.nbytes() - (index.vectors.nbytes if index.vectors is not None else 0)
+    return {"index_bytes": compressed, "fp16_bytes": fp16_bytes, "size_vs_fp16": round(compressed / fp16_bytes, 4)}
+
+
+def _measure(index: PLAIDIndex, params: SearchParams, ds, doc_ids, queries, qv: MultiVectors, k: int, ref_idx) -> dict:
+    """Queries/s (after a warm-up batch), recall@k against exhaustive and nDCG@10 with ``params``."""
+    kw = {"ncells": params.ncells, "centroid_score_threshold": params.centroid_score_threshold, "ndocs": params.ndocs}
+    index.search_vectors(MultiVectors.from_list([qv[i] for i in range(min(len(qv), 8))]), k, **kw)  # warm-up
+    s, (sc, ix) = _timed(lambda: index.search_vectors(qv, k, **kw))
+    return {
+        **kw, "queries_per_s": round(len(queries) / s, 2), f"recall@{k}": round(_recall(ix, ref_idx, k), 4),
+        "ndcg@10": _ndcg(ds, doc_ids, queries, sc, ix),
+    }  # fmt: skip
+
+
 def _size_point(doc_ids, docs: MultiVectors, qv: MultiVectors, n: int, k: int, nbits: int, device) -> dict:
-    """PLAID (k defaults) vs brute force queries/s on the first ``n`` documents."""
-    n = min(n, len(docs))
-    sub = MultiVectors(docs.vectors[: docs.offsets[n]], np.asarray(docs.offsets[: n + 1]))
+    """PLAID (k defaults) vs brute force queries/s on a corpus of ``n`` documents (:func:`replicate`)."""
+    ids, sub = replicate(doc_ids, docs, n)
     brute = MaxSim(sub, device=device)
     brute_s, (_, ref) = _timed(lambda: brute.search(qv, k), repeat=2)
-    index = PLAIDIndex.from_vectors(doc_ids[:n], sub, nbits=nbits, device=device, show_progress=False)
+    t = time.perf_counter()
+    index = PLAIDIndex.from_vectors(ids, sub, nbits=nbits, device=device, show_progress=False)
+    build_s = time.perf_counter() - t
+    index.search_vectors(MultiVectors.from_list([qv[0]]), k)  # warm-up (device copies, compiled kernel)
     plaid_s, (_, ix) = _timed(lambda: index.search_vectors(qv, k), repeat=2)
     return {
-        "docs": n, "embeddings": int(sub.offsets[-1]), "plaid_qps": round(len(qv) / plaid_s, 1),
-        "brute_qps": round(len(qv) / brute_s, 1), f"recall@{k}": round(_recall(ix, ref, k), 4),
+        "docs": len(ids), "embeddings": int(sub.offsets[-1]), "build_s": round(build_s, 1),
+        "plaid_qps": round(len(qv) / plaid_s, 1), "brute_qps": round(len(qv) / brute_s, 1),
+        "speedup": round(brute_s / plaid_s, 2), f"recall@{k}": round(_recall(ix, ref, k), 4),
     }  # fmt: skip
