@@ -374,7 +374,7 @@ class PLAIDIndex(Retriever):
                 if use_numba:
                     if self._numba is None:
                         self._numba = numba_arrays(self)
-                    sc, ix = search_numba(self._numba, rows, k, p)
+                    sc, ix = search_numba(self._numba, rows, k, p, threads=torch.get_num_threads())
                 else:
                     q_np, qm_np = MultiVectors.from_list(rows, self.dim).padded()
                     q, qm = (torch.as_tensor(x, device=self.device) for x in (q_np, qm_np))

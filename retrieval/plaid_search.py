@@ -20,6 +20,7 @@ the host syncs a few times per batch, not per query (a GPU wants big batches).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -229,40 +230,56 @@ def numba_arrays(index: PLAIDIndex) -> dict[str, Any]:
     return a
 
 
-def search_numba(a: dict[str, Any], rows: list[np.ndarray], k: int, p: SearchParams) -> tuple[np.ndarray, np.ndarray]:
+def search_numba(
+    a: dict[str, Any], rows: list[np.ndarray], k: int, p: SearchParams, threads: int = 1
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """PLAID over a batch of queries with the compiled kernel.
 
     Args:
         a: :func:`numba_arrays` of the index.
         rows: each query's (Lq, dim) float32 token vectors.
+        threads: queries are split over this many threads (the kernels release the GIL).
 
     Returns:
         (scores, doc indices), both (len(rows), k); missing hits are -inf / -1.
     """
-    from .plaid_kernel import candidates, exact_scores, gather_docs
-
     out_s = np.full((len(rows), k), _NEG, np.float32)
     out_i = np.full((len(rows), k), -1, np.int64)
     if not rows:
         return out_s, out_i
-    stamp = np.zeros(len(a["doc_offsets"]) - 1, np.int64)
     ends = np.cumsum([len(q) for q in rows])
     batch_scores = np.concatenate(rows) @ a["centroids"].T  # (batch tokens, K): one BLAS call
-    for r, q in enumerate(rows):
-        if not len(q):
-            continue
-        scores = np.ascontiguousarray(batch_scores[ends[r] - len(q) : ends[r]].T)
-        docs = candidates(
-            scores, min(p.ncells, 1 << 40), p.centroid_score_threshold, p.ndocs, k,
-            a["ivf_indptr"], a["ivf_pids"], a["bag_offsets"], a["bag_codes"], stamp, r + 1,
-        )  # fmt: skip
-        if not len(docs):
-            continue
-        if a["vectors"] is not None:
-            vecs, starts = gather_docs(docs, a["doc_offsets"], a["vectors"])
-            exact = np.maximum.reduceat(vecs @ q.T, starts[:-1], axis=0).sum(axis=1)
-        else:
-            exact = exact_scores(docs, scores, q, a["doc_offsets"], a["codes"], a["residuals"], a["table"], a["inv_norms"])
-        top = np.argsort(-exact, kind="stable")[:k]
-        out_s[r, : len(top)], out_i[r, : len(top)] = exact[top], docs[top]
+
+    def part(lo: int, hi: int) -> None:
+        stamp = np.zeros(len(a["doc_offsets"]) - 1, np.int64)  # per thread: a scratch it writes
+        for r in range(lo, hi):
+            _one_query(a, rows[r], batch_scores[ends[r] - len(rows[r]) : ends[r]], k, p, stamp, r + 1, out_s[r], out_i[r])
+
+    cuts = np.linspace(0, len(rows), min(threads, len(rows)) + 1).astype(int)
+    if len(cuts) <= 2:
+        part(0, len(rows))
+    else:
+        with ThreadPoolExecutor(len(cuts) - 1) as pool:
+            list(pool.map(part, cuts[:-1], cuts[1:]))
     return out_s, out_i
+
+
+def _one_query(a, q, token_scores, k, p, stamp, stamp_value, out_s, out_i) -> None:
+    from .plaid_kernel import candidates, exact_scores, gather_docs
+
+    if not len(q):
+        return
+    scores = np.ascontiguousarray(token_scores.T)  # (K, Lq): centroid-major for the kernel
+    docs = candidates(
+        scores, min(p.ncells, 1 << 40), p.centroid_score_threshold, p.ndocs, k,
+        a["ivf_indptr"], a["ivf_pids"], a["bag_offsets"], a["bag_codes"], stamp, stamp_value,
+    )  # fmt: skip
+    if not len(docs):
+        return
+    if a["vectors"] is not None:
+        vecs, starts = gather_docs(docs, a["doc_offsets"], a["vectors"])
+        exact = np.maximum.reduceat(vecs @ q.T, starts[:-1], axis=0).sum(axis=1)
+    else:
+        exact = exact_scores(docs, scores, q, a["doc_offsets"], a["codes"], a["residuals"], a["table"], a["inv_norms"])
+    top = np.argsort(-exact, kind="stable")[:k]
+    out_s[: len(top)], out_i[: len(top)] = exact[top], docs[top]
