@@ -88,6 +88,8 @@ class CrossEncoderReranker(PairwiseReranker):
         activation: ``"auto"`` (what the checkpoint's saved config says, as in
             sentence-transformers), ``"identity"`` (raw logits) or ``"sigmoid"``.
         show_progress: a progress bar over pairs; ``None`` shows it above 2,000 pairs.
+        chunk_size: pairs tokenized at a time, overlapping the model's work on the previous
+            chunk; ``None``: ``max(128, batch_size)`` on a GPU, all pairs at once on a CPU.
 
     Raises:
         NotFound: the model cannot be loaded (no network and not a local directory).
@@ -110,6 +112,7 @@ class CrossEncoderReranker(PairwiseReranker):
         token_budget: int | None = None,
         activation: Activation = "auto",
         show_progress: bool | None = None,
+        chunk_size: int | None = None,
     ):
         torch = require("torch", "models")
         transformers = require("transformers", "models")
@@ -148,6 +151,9 @@ class CrossEncoderReranker(PairwiseReranker):
             self.tokenizer, max_length, with_types="token_type_ids" in self.tokenizer.model_input_names
         )
         self.show_progress = show_progress
+        if chunk_size is not None and chunk_size < 1:
+            raise InvalidInput(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
         self._torch = torch
 
     def score_pairs(self, firsts: Sequence[str], seconds: Sequence[str]) -> np.ndarray:
@@ -156,17 +162,18 @@ class CrossEncoderReranker(PairwiseReranker):
         n = len(firsts)
         if not n:
             return np.zeros(0, dtype=np.float32)
-        # On a GPU, pairs go in chunks: a worker thread tokenizes the next chunk (the Rust
-        # tokenizer runs without the GIL) while this thread batches and launches the current
-        # one, whose kernels run without being waited for. On a CPU one chunk sorts all pairs
-        # by length, which is what saves padding there.
-        size = max(512, self.policy.batch_size) if self.device.type == "cuda" else n
+        # On a GPU, pairs go in chunks of about a batch: worker threads tokenize the next
+        # chunks (the Rust tokenizer runs without the GIL, and two workers let one convert
+        # ids in Python while the other is in Rust) while this thread batches and launches
+        # the current one, whose kernels run without being waited for. On a CPU one chunk
+        # sorts all pairs by length, which is what saves padding there.
+        size = self.chunk_size or (max(128, self.policy.batch_size) if self.device.type == "cuda" else n)
         chunks = [slice(start, min(start + size, n)) for start in range(0, n, size)]
         show = self.show_progress if self.show_progress is not None else n > 2000
         pad_id = self.tokenizer.pad_token_id or 0
         order, pending = [], []
         with (
-            ThreadPoolExecutor(1, thread_name_prefix="cascade-tokenize") as pool,
+            ThreadPoolExecutor(2, thread_name_prefix="cascade-tokenize") as pool,
             torch.inference_mode(),
             progress(n, "cross-encoder", "pair", show) as bar,
         ):

@@ -20,6 +20,7 @@ HF call, so the result is the same either way.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -157,7 +158,7 @@ class PairEncoder:
         tokenizer: a Hugging Face tokenizer.
         max_length: tokens per pair, special tokens included.
         chars_per_token: where long seconds are cut before tokenizing, in characters per
-            token of ``max_length``; a cut that turns out too short is redone on the whole text.
+            token they can keep; a cut that turns out too short is redone on the whole text.
         with_types: return token type ids too.
     """
 
@@ -165,7 +166,7 @@ class PairEncoder:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.with_types = with_types
-        self.cut_chars = int(chars_per_token * max_length)
+        self.chars_per_token = chars_per_token
         self.right = getattr(tokenizer, "truncation_side", "right") == "right"
         self._backend = self._single_backend(tokenizer)
         self.template = PairTemplate.probe(self._backend) if self._backend is not None else None
@@ -223,32 +224,42 @@ class PairEncoder:
         slot: dict[str, int] = {}
         index = [slot.setdefault(t, len(slot)) for t in texts]
         unique = list(slot)
-        cut = partners is not None and self.right
-        cuts = [self._cut(t) for t in unique] if cut else unique
+        if partners is None or not self.right:
+            return self._lookup(unique, index)
+        # A text paired with several firsts must truncate right for the shortest and the
+        # longest of them (the conditions of _cut_decides are monotone in the first length);
+        # the shortest leaves it the most room, which sets where it is cut.
+        shortest, longest = [sys.maxsize] * len(unique), [0] * len(unique)
+        for u, a in zip(index, partners, strict=True):
+            shortest[u], longest[u] = min(shortest[u], len(a)), max(longest[u], len(a))
+        cuts = [
+            self._cut(t, longest_first(short, sys.maxsize, budget)[1] + 1)
+            for t, short in zip(unique, shortest, strict=True)
+        ]
         encoded = [e.ids for e in self._backend.encode_batch_fast(cuts, add_special_tokens=False)]
-        if cut:
-            # a text paired with several firsts must truncate right for the shortest and the
-            # longest of them (the conditions of _cut_decides are monotone in the first length)
-            shortest, longest = [self.max_length] * len(unique), [0] * len(unique)
-            for u, a in zip(index, partners, strict=True):
-                shortest[u], longest[u] = min(shortest[u], len(a)), max(longest[u], len(a))
-            redo = [
-                u for u, (t, c, ids) in enumerate(zip(unique, cuts, encoded, strict=True))
-                if len(c) < len(t) and not (_cut_decides(shortest[u], len(ids), budget)
-                                            and _cut_decides(longest[u], len(ids), budget))
-            ]  # fmt: skip
-            if redo:
-                again = self._backend.encode_batch_fast([unique[u] for u in redo], add_special_tokens=False)
-                for u, e in zip(redo, again, strict=True):
-                    encoded[u] = e.ids
+        redo = [
+            u for u, (t, c, ids) in enumerate(zip(unique, cuts, encoded, strict=True))
+            if len(c) < len(t) and not (_cut_decides(shortest[u], len(ids), budget)
+                                        and _cut_decides(longest[u], len(ids), budget))
+        ]  # fmt: skip
+        if redo:
+            again = self._backend.encode_batch_fast([unique[u] for u in redo], add_special_tokens=False)
+            for u, e in zip(redo, again, strict=True):
+                encoded[u] = e.ids
         return [encoded[i] for i in index]
 
-    def _cut(self, text: str) -> str:
-        if len(text) <= self.cut_chars:
+    def _lookup(self, unique: list[str], index: list[int]) -> list[list[int]]:
+        encoded = [e.ids for e in self._backend.encode_batch_fast(unique, add_special_tokens=False)]
+        return [encoded[i] for i in index]
+
+    def _cut(self, text: str, tokens: int) -> str:
+        """The text up to the first space after room for ``tokens`` tokens."""
+        chars = int(self.chars_per_token * tokens)
+        if len(text) <= chars:
             return text
         # a plain space ends a word for every tokenizer family; other whitespace may not
         # (control characters are deleted by BERT's normalizer, joining the words around them)
-        end = text.find(" ", self.cut_chars)
+        end = text.find(" ", chars)
         return text if end < 0 else text[:end]
 
     def _hf_call(self, firsts: Sequence[str], seconds: Sequence[str]) -> PairTokens:
