@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -194,9 +195,17 @@ def build_app(settings: Settings, config: RayServeConfig = RayServeConfig()) -> 
                 for i, p in enumerate(paths)
             ]
             log.info("%s: %s in %d shard(s) x %d replica(s)", name, index.name, len(paths), config.shard_replicas)
+    resources = ray.cluster_resources()
+    replicas = sum(map(len, shards.values())) * config.shard_replicas + config.reranker_replicas + 1
+    if replicas * config.replica_cpus > resources.get("CPU", 0):
+        # Serve would wait for CPUs that never come, replicas pending without an error
+        raise InvalidInput(
+            f"{replicas} replicas x {config.replica_cpus} CPUs do not fit the cluster's {resources.get('CPU', 0):g} "
+            f"CPUs; lower --replica-cpus (e.g. {resources.get('CPU', 0) / replicas:.2g}) or add nodes"
+        )
     gpus = config.reranker_gpus
     if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        gpus = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
     reranker = (
         serve.deployment(RerankerReplica)
         .options(name="Reranker", num_replicas=config.reranker_replicas,
@@ -224,11 +233,17 @@ def run(
         env = {"env_vars": {"PYTHONPATH": root}} if address is None else None
         ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, runtime_env=env)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(settings, config), name="cascade", route_prefix="/", blocking=False)
+    # no per-request replica logs: streamed to this driver, they cost every call more than the search
+    quiet = {"enable_access_log": False, "log_level": "WARNING"}
+    serve.run(build_app(settings, config), name="cascade", route_prefix="/", logging_config=quiet)
     log.warning("serving on http://%s:%d through Ray Serve (Ctrl-C stops)", host, port)
+    stop = threading.Event()
+    # SIGTERM too stops cleanly: killed outright, a local cluster's processes would outlive us
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        threading.Event().wait()
+        stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
         serve.shutdown()
+        ray.shutdown()

@@ -101,7 +101,7 @@ def test_search_equals_the_single_index_and_the_single_process_server(ray_api, l
     assert got["pipeline"] == local["pipeline"] == "bm25"
 
 
-def test_reranker_stage_and_rerank_endpoint_score_as_the_local_reranker(ray_api, local_api, setup):
+def test_reranker_stage_and_rerank_endpoint_score_as_the_local_reranker(ray_api, setup):
     from rerank.cross_encoder import CrossEncoderReranker
 
     settings, model = setup
@@ -163,3 +163,20 @@ def test_data_dir_collections_stay_writable_under_ray(ray_api):
     r = ray_api.post("/v1/search", json={"collection": "notes", "query": "kidney", "k": 5})
     assert [h["doc_id"] for h in r.json()["results"][0]["hits"]] == ["a"]
     assert ray_api.get("/v1/collections").json()["collections"] == ["kb", "notes"]
+
+
+def test_bad_deployments_are_refused_before_any_replica_starts(ray_cluster, setup, tmp_path):
+    import shutil
+
+    from api.ray_serve import RayServeConfig, build_app
+    from retrieval.errors import IndexMismatch, InvalidInput
+    from retrieval.sharded import shard_name
+
+    settings = setup[0]
+    with pytest.raises(InvalidInput, match=r"4 replicas x 1.0 CPUs do not fit the cluster's 2 CPUs"):
+        build_app(settings, RayServeConfig(replica_cpus=1.0))
+    broken = tmp_path / "idx"
+    shutil.copytree(next(iter(settings.indexes.values())), broken)
+    shutil.rmtree(next(broken.glob("bm25-*")) / shard_name(1))
+    with pytest.raises(IndexMismatch, match="shard-001 is missing"):
+        build_app(settings.model_copy(update={"indexes": {"kb": broken}}), RayServeConfig(replica_cpus=0.25))
