@@ -21,6 +21,7 @@ from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_
 
 from .base import PairwiseReranker
 from .batching import BatchPolicy, pad_batch, progress, token_budget_batches
+from .pair_encoding import PairEncoder
 
 log = logging.getLogger(__name__)
 
@@ -142,31 +143,38 @@ class CrossEncoderReranker(PairwiseReranker):
         self.policy = BatchPolicy(batch_size=batch_size, token_budget=token_budget, max_length=max_length)
         self.activation = saved_activation(config, 1) if activation == "auto" else activation
         self._activation_fn = _activation_fn(self.activation)
-        self._inputs = [n for n in ("input_ids", "token_type_ids") if n in self.tokenizer.model_input_names]
+        self.pairs = PairEncoder(
+            self.tokenizer, max_length, with_types="token_type_ids" in self.tokenizer.model_input_names
+        )
         self.show_progress = show_progress
         self._torch = torch
 
     def score_pairs(self, firsts: Sequence[str], seconds: Sequence[str]) -> np.ndarray:
         """Scores of (text, text) pairs in input order, float32 after the activation."""
         torch = self._torch
-        out = np.zeros(len(firsts), dtype=np.float32)
-        if not len(firsts):
-            return out
-        enc = self.tokenizer(
-            list(firsts), list(seconds), truncation="longest_first", max_length=self.policy.max_length
-        )
-        columns = {name: enc[name] for name in self._inputs}
-        lengths = [len(ids) for ids in columns["input_ids"]]
-        show = self.show_progress if self.show_progress is not None else len(firsts) > 2000
+        n = len(firsts)
+        if not n:
+            return np.zeros(0, dtype=np.float32)
+        # On a GPU, pairs go in chunks: kernels are launched without waiting, so the next
+        # chunk is tokenized while the GPU runs this one. On a CPU one chunk sorts all pairs
+        # by length, which is what saves padding there.
+        chunk = max(512, self.policy.batch_size) if self.device.type == "cuda" else n
+        show = self.show_progress if self.show_progress is not None else n > 2000
         pad_id = self.tokenizer.pad_token_id or 0
-        with torch.inference_mode(), progress(len(firsts), "cross-encoder", "pair", show) as bar:
-            for idx in token_budget_batches(lengths, self.policy):
-                ids, mask = pad_batch([columns["input_ids"][i] for i in idx], pad_id)
-                feed = {"input_ids": ids, "attention_mask": mask}
-                if "token_type_ids" in columns:
-                    feed["token_type_ids"] = pad_batch([columns["token_type_ids"][i] for i in idx], 0)[0]
-                feed = {k: torch.from_numpy(v).to(self.device) for k, v in feed.items()}
-                logits = self.model(**feed).logits.float()
-                out[idx] = self._activation_fn(logits).squeeze(-1).cpu().numpy()
-                bar.update(len(idx))
+        order, pending = [], []
+        with torch.inference_mode(), progress(n, "cross-encoder", "pair", show) as bar:
+            for start in range(0, n, chunk):
+                tokens = self.pairs.encode(firsts[start : start + chunk], seconds[start : start + chunk])
+                for idx in token_budget_batches(tokens.lengths, self.policy):
+                    ids, mask = pad_batch([tokens.ids[i] for i in idx], pad_id)
+                    feed = {"input_ids": ids, "attention_mask": mask}
+                    if tokens.types is not None:
+                        feed["token_type_ids"] = pad_batch([tokens.types[i] for i in idx], 0)[0]
+                    feed = {k: torch.from_numpy(v).to(self.device) for k, v in feed.items()}
+                    pending.append(self._activation_fn(self.model(**feed).logits.float()).squeeze(-1))
+                    order.append(idx + start)
+                    bar.update(len(idx))
+            scores = torch.cat(pending).cpu().numpy()  # the one wait for the GPU
+        out = np.empty(n, dtype=np.float32)
+        out[np.concatenate(order)] = scores
         return out

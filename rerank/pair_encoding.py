@@ -1,0 +1,217 @@
+"""Fast (query, document) tokenization for cross-encoders, identical to the HF pair call.
+
+``tokenizer(queries, docs, truncation="longest_first", max_length=L)`` spends most of a GPU
+reranker's time: every pair re-tokenizes its query, every document is tokenized to its end
+although at most ``L`` tokens survive, and each encoding is converted to Python dicts.
+:class:`PairEncoder` gives the same token ids and type ids with less work:
+
+- each distinct query and document is tokenized once, without special tokens, by the Rust
+  tokenizer's batch call (all cores, no offsets);
+- a long document is tokenized only up to a space past ``chars_per_token * L`` characters;
+  when that prefix holds too few tokens to decide the truncation it is tokenized whole again,
+  so the cut never changes a kept token;
+- truncation is the tokenizer library's ``longest_first`` rule on lengths, and the special
+  tokens come from the tokenizer's own pair template, read once by probing it.
+
+Tokenizers this cannot mirror (slow tokenizers, templates it cannot read) go through the plain
+HF call, so the result is the same either way.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from retrieval.errors import InvalidInput
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PairTemplate:
+    """Where a tokenizer puts special tokens around a pair: ``prefix A middle B suffix``."""
+
+    ids: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+    types: tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]
+    a_type: int
+    b_type: int
+
+    @property
+    def num_special(self) -> int:
+        return sum(len(part) for part in self.ids)
+
+    def assemble(self, a: Sequence[int], b: Sequence[int]) -> tuple[list[int], list[int]]:
+        (pre, mid, suf), (tpre, tmid, tsuf) = self.ids, self.types
+        ids = [*pre, *a, *mid, *b, *suf]
+        types = [*tpre, *([self.a_type] * len(a)), *tmid, *([self.b_type] * len(b)), *tsuf]
+        return ids, types
+
+    @classmethod
+    def probe(cls, backend) -> PairTemplate | None:
+        """Read the template by post-processing two known encodings; ``None`` if it is not
+        the plain ``prefix A middle B suffix`` shape (checked on a second, longer probe)."""
+        found = None
+        for a_text, b_text in (("hello", "world"), ("hello there friend", "world of words here")):
+            a = backend.encode(a_text, add_special_tokens=False)
+            b = backend.encode(b_text, add_special_tokens=False)
+            full = backend.post_process(a, b, True)
+            ids, types = list(full.ids), list(full.type_ids)
+            template = found or _split_template(ids, types, list(a.ids), list(b.ids))
+            if template is None or template.assemble(a.ids, b.ids) != (ids, types):
+                return None
+            found = template
+        return found
+
+
+def _split_template(ids: list[int], types: list[int], a: list[int], b: list[int]) -> PairTemplate | None:
+    for i in range(len(ids) - len(a) + 1):
+        if ids[i : i + len(a)] != a:
+            continue
+        for j in range(i + len(a), len(ids) - len(b) + 1):
+            if ids[j : j + len(b)] == b:
+                seg_a, seg_b = set(types[i : i + len(a)]), set(types[j : j + len(b)])
+                if len(seg_a) != 1 or len(seg_b) != 1:
+                    return None
+                cuts = ((0, i), (i + len(a), j), (j + len(b), len(ids)))
+                return PairTemplate(
+                    ids=tuple(tuple(ids[s:e]) for s, e in cuts),
+                    types=tuple(tuple(types[s:e]) for s, e in cuts),
+                    a_type=seg_a.pop(),
+                    b_type=seg_b.pop(),
+                )
+    return None
+
+
+def longest_first(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
+    """Tokens kept of each side under the tokenizers library's ``longest_first`` truncation.
+
+    The shorter side keeps what it has when the longer one can absorb the cut; when both are
+    longer than half the budget, the shorter keeps ``budget // 2`` and the longer the rest.
+    """
+    if len_a + len_b <= budget:
+        return len_a, len_b
+    swap = len_a > len_b
+    n1, n2 = (len_b, len_a) if swap else (len_a, len_b)
+    n2 = n1 if n1 > budget else max(n1, budget - n1)
+    if n1 + n2 > budget:
+        n1 = budget // 2
+        n2 = n1 + budget % 2
+    return (n2, n1) if swap else (n1, n2)
+
+
+@dataclass
+class PairTokens:
+    """Token ids (and type ids, when the model takes them) of each pair, in input order."""
+
+    ids: list[list[int]]
+    types: list[list[int]] | None
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+
+
+class PairEncoder:
+    """Tokenizes (first, second) text pairs as the HF tokenizer's pair call does.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer.
+        max_length: tokens per pair, special tokens included.
+        chars_per_token: where long seconds are cut before tokenizing, in characters per
+            token of ``max_length``; a cut that turns out too short is redone on the whole text.
+        with_types: return token type ids too.
+    """
+
+    def __init__(self, tokenizer, max_length: int, chars_per_token: float = 6.0, with_types: bool = True):
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.with_types = with_types
+        self.cut_chars = int(chars_per_token * max_length)
+        self.right = getattr(tokenizer, "truncation_side", "right") == "right"
+        self._backend = self._single_backend(tokenizer)
+        self.template = PairTemplate.probe(self._backend) if self._backend is not None else None
+        if self.template is not None and self.template.num_special >= max_length:
+            raise InvalidInput(f"max_length {max_length} leaves no room beside {self.template.num_special} special tokens")
+        if self.template is None:
+            log.info("pair template of %s not readable: using the tokenizer's pair call", type(tokenizer).__name__)
+
+    @staticmethod
+    def _single_backend(tokenizer):
+        backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+        if backend is None:
+            return None
+        from tokenizers import Tokenizer
+
+        # a copy: the HF wrapper sets truncation and padding on its own backend per call
+        single = Tokenizer.from_str(backend.to_str())
+        single.no_truncation()
+        single.no_padding()
+        return single
+
+    def encode(self, firsts: Sequence[str], seconds: Sequence[str]) -> PairTokens:
+        """Token ids of each pair after ``longest_first`` truncation to ``max_length``.
+
+        Raises:
+            InvalidInput: ``firsts`` and ``seconds`` differ in length.
+        """
+        if len(firsts) != len(seconds):
+            raise InvalidInput(f"{len(firsts)} first texts but {len(seconds)} second texts")
+        if self.template is None:
+            return self._hf_call(firsts, seconds)
+        budget = self.max_length - self.template.num_special
+        a_ids = self._tokens(firsts, cut=False)
+        b_ids = self._tokens(seconds, cut=self.right, must_exceed=budget, partner=a_ids)
+        ids, types = [], []
+        for a, b in zip(a_ids, b_ids, strict=True):
+            ka, kb = longest_first(len(a), len(b), budget)
+            row, row_types = self.template.assemble(_keep(a, ka, self.right), _keep(b, kb, self.right))
+            ids.append(row)
+            types.append(row_types)
+        return PairTokens(ids, types if self.with_types else None)
+
+    def _tokens(
+        self, texts: Sequence[str], cut: bool, must_exceed: int = 0, partner: list[list[int]] | None = None
+    ) -> list[list[int]]:
+        """Ids of each text without special tokens; distinct texts are tokenized once."""
+        slot: dict[str, int] = {}
+        index = [slot.setdefault(t, len(slot)) for t in texts]
+        unique = list(slot)
+        cuts = [self._cut(t) if cut else t for t in unique]
+        encoded = [e.ids for e in self._backend.encode_batch_fast(cuts, add_special_tokens=False)]
+        if cut:
+            # A cut text decides the truncation only when it holds more tokens than the budget
+            # and than its longest partner: then the kept tokens all lie inside the cut.
+            longest_partner = [0] * len(unique)
+            for i, a in zip(index, partner or [], strict=False):
+                longest_partner[i] = max(longest_partner[i], len(a))
+            redo = [
+                u for u, (t, c, ids) in enumerate(zip(unique, cuts, encoded, strict=True))
+                if len(c) < len(t) and len(ids) <= max(must_exceed, longest_partner[u])
+            ]  # fmt: skip
+            if redo:
+                again = self._backend.encode_batch_fast([unique[u] for u in redo], add_special_tokens=False)
+                for u, e in zip(redo, again, strict=True):
+                    encoded[u] = e.ids
+        return [encoded[i] for i in index]
+
+    def _cut(self, text: str) -> str:
+        if len(text) <= self.cut_chars:
+            return text
+        # a plain space ends a word for every tokenizer family; other whitespace may not
+        # (control characters are deleted by BERT's normalizer, joining the words around them)
+        end = text.find(" ", self.cut_chars)
+        return text if end < 0 else text[:end]
+
+    def _hf_call(self, firsts: Sequence[str], seconds: Sequence[str]) -> PairTokens:
+        enc = self.tokenizer(list(firsts), list(seconds), truncation="longest_first", max_length=self.max_length)
+        types = enc.get("token_type_ids") if self.with_types else None
+        return PairTokens(list(enc["input_ids"]), list(types) if types is not None else None)
+
+
+def _keep(ids: list[int], n: int, right: bool) -> list[int]:
+    if n >= len(ids):
+        return ids
+    return ids[:n] if right else ids[len(ids) - n :]
