@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -20,7 +21,7 @@ from retrieval.errors import InvalidInput, require
 from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path
 
 from .base import PairwiseReranker
-from .batching import BatchPolicy, pad_batch, progress, token_budget_batches
+from .batching import BatchPolicy, progress, token_budget_batches
 from .pair_encoding import PairEncoder
 
 log = logging.getLogger(__name__)
@@ -155,25 +156,27 @@ class CrossEncoderReranker(PairwiseReranker):
         n = len(firsts)
         if not n:
             return np.zeros(0, dtype=np.float32)
-        # On a GPU, pairs go in chunks: kernels are launched without waiting, so the next
-        # chunk is tokenized while the GPU runs this one. On a CPU one chunk sorts all pairs
+        # On a GPU, pairs go in chunks: a worker thread tokenizes the next chunk (the Rust
+        # tokenizer runs without the GIL) while this thread batches and launches the current
+        # one, whose kernels run without being waited for. On a CPU one chunk sorts all pairs
         # by length, which is what saves padding there.
-        chunk = max(512, self.policy.batch_size) if self.device.type == "cuda" else n
+        size = max(512, self.policy.batch_size) if self.device.type == "cuda" else n
+        chunks = [slice(start, min(start + size, n)) for start in range(0, n, size)]
         show = self.show_progress if self.show_progress is not None else n > 2000
         pad_id = self.tokenizer.pad_token_id or 0
         order, pending = [], []
-        with torch.inference_mode(), progress(n, "cross-encoder", "pair", show) as bar:
-            for start in range(0, n, chunk):
-                tokens = self.pairs.encode(firsts[start : start + chunk], seconds[start : start + chunk])
-                for idx in token_budget_batches(tokens.lengths, self.policy):
-                    ids, mask = pad_batch([tokens.ids[i] for i in idx], pad_id)
-                    feed = {"input_ids": ids, "attention_mask": mask}
-                    if tokens.types is not None:
-                        feed["token_type_ids"] = pad_batch([tokens.types[i] for i in idx], 0)[0]
-                    feed = {k: torch.from_numpy(v).to(self.device) for k, v in feed.items()}
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="cascade-tokenize") as pool,
+            torch.inference_mode(),
+            progress(n, "cross-encoder", "pair", show) as bar,
+        ):
+            encoded = pool.map(lambda c: self.pairs.encode(firsts[c], seconds[c]), chunks)
+            for chunk, tokens in zip(chunks, encoded, strict=True):
+                for rows in token_budget_batches(tokens.lengths, self.policy):
+                    feed = {k: torch.from_numpy(v).to(self.device) for k, v in tokens.batch(rows, pad_id).items()}
                     pending.append(self._activation_fn(self.model(**feed).logits.float()).squeeze(-1))
-                    order.append(idx + start)
-                    bar.update(len(idx))
+                    order.append(rows + chunk.start)
+                    bar.update(len(rows))
             scores = torch.cat(pending).cpu().numpy()  # the one wait for the GPU
         out = np.empty(n, dtype=np.float32)
         out[np.concatenate(order)] = scores

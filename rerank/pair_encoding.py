@@ -43,6 +43,15 @@ class PairTemplate:
     def num_special(self) -> int:
         return sum(len(part) for part in self.ids)
 
+    @property
+    def step_types(self) -> tuple[int, int] | None:
+        """``(first, second)`` when type ids are one value up to B and another from B on
+        (BERT: 0 then 1), so a batch's type ids follow from where B starts; else ``None``."""
+        (pre, mid, suf), a, b = self.types, self.a_type, self.b_type
+        if set(pre) | {a} | set(mid) == {a} and {b} | set(suf) == {b}:
+            return a, b
+        return None
+
     def assemble(self, a: Sequence[int], b: Sequence[int]) -> tuple[list[int], list[int]]:
         (pre, mid, suf), (tpre, tmid, tsuf) = self.ids, self.types
         ids = [*pre, *a, *mid, *b, *suf]
@@ -104,14 +113,41 @@ def longest_first(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
 
 @dataclass
 class PairTokens:
-    """Token ids (and type ids, when the model takes them) of each pair, in input order."""
+    """Token ids of each pair, in input order, and what the model's type ids need.
+
+    Type ids are either a step (``steps``: the position where the second segment starts in
+    each row, with the two values in ``step_values``) or one list per row (``types``).
+    """
 
     ids: list[list[int]]
-    types: list[list[int]] | None
+    types: list[list[int]] | None = None
+    steps: np.ndarray | None = None
+    step_values: tuple[int, int] = (0, 1)
 
     @property
     def lengths(self) -> np.ndarray:
         return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+
+    def batch(self, rows: np.ndarray, pad_id: int) -> dict[str, np.ndarray]:
+        """``input_ids``, ``attention_mask`` (and ``token_type_ids``) of these rows, right-padded."""
+        lengths = np.fromiter((len(self.ids[r]) for r in rows), dtype=np.int64, count=len(rows))
+        width = int(lengths.max(initial=0))
+        ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+        for i, r in enumerate(rows):
+            ids[i, : lengths[i]] = self.ids[r]
+        positions = np.arange(width)
+        out = {"input_ids": ids, "attention_mask": (positions < lengths[:, None]).astype(np.int64)}
+        if self.steps is not None:
+            first, second = self.step_values
+            second_part = (positions >= self.steps[rows][:, None]) & (positions < lengths[:, None])
+            out["token_type_ids"] = np.where(second_part, second, first).astype(np.int64)
+            out["token_type_ids"][positions >= lengths[:, None]] = 0
+        elif self.types is not None:
+            types = np.zeros((len(rows), width), dtype=np.int64)
+            for i, r in enumerate(rows):
+                types[i, : lengths[i]] = self.types[r]
+            out["token_type_ids"] = types
+        return out
 
 
 class PairEncoder:
@@ -125,7 +161,7 @@ class PairEncoder:
         with_types: return token type ids too.
     """
 
-    def __init__(self, tokenizer, max_length: int, chars_per_token: float = 6.0, with_types: bool = True):
+    def __init__(self, tokenizer, max_length: int, chars_per_token: float = 5.0, with_types: bool = True):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.with_types = with_types
@@ -162,34 +198,44 @@ class PairEncoder:
         if self.template is None:
             return self._hf_call(firsts, seconds)
         budget = self.max_length - self.template.num_special
-        a_ids = self._tokens(firsts, cut=False)
-        b_ids = self._tokens(seconds, cut=self.right, must_exceed=budget, partner=a_ids)
-        ids, types = [], []
+        a_ids = self._tokens(firsts)
+        b_ids = self._tokens(seconds, partners=a_ids, budget=budget)
+        steps = self.template.step_types if self.with_types else None
+        pre, mid = len(self.template.ids[0]), len(self.template.ids[1])
+        ids, types, starts = [], [], []
         for a, b in zip(a_ids, b_ids, strict=True):
             ka, kb = longest_first(len(a), len(b), budget)
             row, row_types = self.template.assemble(_keep(a, ka, self.right), _keep(b, kb, self.right))
             ids.append(row)
-            types.append(row_types)
+            if steps is not None:
+                starts.append(pre + ka + mid)
+            elif self.with_types:
+                types.append(row_types)
+        if steps is not None:
+            return PairTokens(ids, steps=np.asarray(starts, dtype=np.int64), step_values=steps)
         return PairTokens(ids, types if self.with_types else None)
 
     def _tokens(
-        self, texts: Sequence[str], cut: bool, must_exceed: int = 0, partner: list[list[int]] | None = None
+        self, texts: Sequence[str], partners: list[list[int]] | None = None, budget: int = 0
     ) -> list[list[int]]:
-        """Ids of each text without special tokens; distinct texts are tokenized once."""
+        """Ids of each text without special tokens; distinct texts are tokenized once. With
+        ``partners`` (the other side of each pair) long texts are cut first."""
         slot: dict[str, int] = {}
         index = [slot.setdefault(t, len(slot)) for t in texts]
         unique = list(slot)
-        cuts = [self._cut(t) if cut else t for t in unique]
+        cut = partners is not None and self.right
+        cuts = [self._cut(t) for t in unique] if cut else unique
         encoded = [e.ids for e in self._backend.encode_batch_fast(cuts, add_special_tokens=False)]
         if cut:
-            # A cut text decides the truncation only when it holds more tokens than the budget
-            # and than its longest partner: then the kept tokens all lie inside the cut.
-            longest_partner = [0] * len(unique)
-            for i, a in zip(index, partner or [], strict=False):
-                longest_partner[i] = max(longest_partner[i], len(a))
+            # a text paired with several firsts must truncate right for the shortest and the
+            # longest of them (the conditions of _cut_decides are monotone in the first length)
+            shortest, longest = [self.max_length] * len(unique), [0] * len(unique)
+            for u, a in zip(index, partners, strict=True):
+                shortest[u], longest[u] = min(shortest[u], len(a)), max(longest[u], len(a))
             redo = [
                 u for u, (t, c, ids) in enumerate(zip(unique, cuts, encoded, strict=True))
-                if len(c) < len(t) and len(ids) <= max(must_exceed, longest_partner[u])
+                if len(c) < len(t) and not (_cut_decides(shortest[u], len(ids), budget)
+                                            and _cut_decides(longest[u], len(ids), budget))
             ]  # fmt: skip
             if redo:
                 again = self._backend.encode_batch_fast([unique[u] for u in redo], add_special_tokens=False)
@@ -209,6 +255,18 @@ class PairEncoder:
         enc = self.tokenizer(list(firsts), list(seconds), truncation="longest_first", max_length=self.max_length)
         types = enc.get("token_type_ids") if self.with_types else None
         return PairTokens(list(enc["input_ids"]), list(types) if types is not None else None)
+
+
+def _cut_decides(len_a: int, len_b: int, budget: int) -> bool:
+    """Whether a cut second text of ``len_b`` tokens truncates as its whole text would.
+
+    With the second side the longer and the pair over budget, ``longest_first`` keeps a count
+    that depends on the first side alone, so any longer text gives the same; that count must
+    also leave the cut's last token out, the one a cut inside a word could have changed.
+    """
+    if len_b <= len_a or len_a + len_b <= budget:
+        return False
+    return longest_first(len_a, len_b, budget)[1] < len_b
 
 
 def _keep(ids: list[int], n: int, right: bool) -> list[int]:

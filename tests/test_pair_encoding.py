@@ -36,9 +36,16 @@ def _check(tok, firsts, seconds, max_length, **kw):
     got = enc.encode(firsts, seconds)
     ids, types = _hf(tok, firsts, seconds, max_length)
     assert got.ids == ids
-    if types:
-        assert got.types == types
     assert got.lengths.tolist() == [len(x) for x in ids]
+    # a batch of some rows, padded as the HF call pads them
+    rows = np.arange(1, len(ids), 3)
+    batch = got.batch(rows, tok.pad_token_id)
+    ref = tok.pad({"input_ids": [ids[r] for r in rows], "token_type_ids": [types[r] for r in rows]} if types
+                  else {"input_ids": [ids[r] for r in rows]}, return_tensors="np")  # fmt: skip
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        if name in ref:
+            np.testing.assert_array_equal(batch[name], ref[name], err_msg=name)
+    assert ("token_type_ids" in batch) == bool(types)
     return got
 
 
@@ -79,8 +86,9 @@ def test_byte_level_bpe_roberta_template(tmp_path):
     enc = PairEncoder(tok, 48, chars_per_token=1.5, with_types=False)
     assert enc.template is not None and enc.template.num_special == 4
     got = enc.encode(firsts, seconds)
-    assert got.types is None
+    assert got.types is None and got.steps is None
     assert got.ids == _hf(tok, firsts, seconds, 48)[0]
+    assert set(got.batch(np.arange(5), tok.pad_token_id)) == {"input_ids", "attention_mask"}
 
 
 def test_longest_first_rule_against_tokenizer():
@@ -97,3 +105,18 @@ def test_mismatched_lengths_rejected():
 
     with pytest.raises(InvalidInput, match="2 first texts but 1"):
         PairEncoder(minilm_tokenizer(), 32).encode(["a", "b"], ["c"])
+
+
+def test_fallback_pair_call_batches_the_same():
+    """Without a readable template the HF pair call is used; batches come out the same."""
+    tok = minilm_tokenizer()
+    rng = np.random.default_rng(3)
+    firsts, seconds = _texts(rng, 20, 0, 20), _texts(rng, 20, 0, 100)
+    fast = PairEncoder(tok, 40)
+    slow = PairEncoder(tok, 40)
+    slow.template = None
+    a, b = fast.encode(firsts, seconds), slow.encode(firsts, seconds)
+    assert b.steps is None and b.types is not None and a.ids == b.ids
+    rows = np.arange(20)
+    for name, arr in a.batch(rows, 0).items():
+        np.testing.assert_array_equal(arr, b.batch(rows, 0)[name], err_msg=name)
