@@ -152,7 +152,7 @@ class ImpactRetriever(Retriever):
         if approx is not None:
             m.sort_indices()
             forward = Postings(m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data.astype(dtype))
-            arrays.update(build_blocks(full, forward, approx))
+            arrays.update(build_blocks(full, forward, approx, (order, rank)))
         params = {
             "scale": float(scale), "vocab_size": len(vocab), "vocab_hash": vocab_hash(vocab),
             "impact_dtype": dtype.name, "head_size": HEAD_SIZE,
@@ -334,7 +334,7 @@ class ImpactRetriever(Retriever):
         return ImpactHits(*impact_kernel.seismic_top_k(
             b["term_blocks"], b["block_ptr"], b["block_docs"], b["summary_ptr"], b["summary_terms"],
             b["summary_values"], b["summary_scale"], fwd.indptr, fwd.docs, fwd.impacts, self.id_rank,
-            len(self.vocab), indptr, terms, weights, k, p.query_terms, p.heap_factor, _SLACK,
+            self.max_impact, indptr, terms, weights, k, p.query_terms, p.heap_factor, _SLACK,
         ))  # fmt: skip
 
     def _run_numpy(self, indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray, k: int) -> ImpactHits:

@@ -45,12 +45,12 @@ class ApproxParams:
             so far (lower: more blocks read, higher recall).
     """
 
-    postings_fraction: float = 0.25
+    postings_fraction: float = 0.1
     min_postings: int = 64
     max_postings: int = 4096
     block_size: int = 16
-    summary_energy: float = 0.4
-    query_terms: int = 8
+    summary_energy: float = 1.0
+    query_terms: int = 16
     heap_factor: float = 0.9
 
     def __post_init__(self):
@@ -78,13 +78,15 @@ def term_ranks(full: Postings) -> tuple[np.ndarray, np.ndarray]:
     return order, np.arange(len(order)) - full.indptr[term[order]]
 
 
-def build_blocks(full: Postings, forward: Postings, params: ApproxParams) -> dict[str, np.ndarray]:
+def build_blocks(full: Postings, forward: Postings, params: ApproxParams,
+                 ranks: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """The pruned, blocked lists and their summaries (:data:`BLOCK_ARRAYS`).
 
     Args:
         full: the index's posting lists (term -> docs ascending).
         forward: the same impacts by document (doc -> terms ascending).
         params: the pruning and blocking parameters.
+        ranks: :func:`term_ranks` of ``full`` when the caller has it already.
     """
     from .impact_kernel import AVAILABLE, block_summaries
 
@@ -94,7 +96,7 @@ def build_blocks(full: Postings, forward: Postings, params: ApproxParams) -> dic
     lengths = np.diff(full.indptr)
     kept = np.minimum(lengths, np.clip(np.ceil(lengths * params.postings_fraction), params.min_postings,
                                        params.max_postings).astype(np.int64))  # fmt: skip
-    order, rank = term_ranks(full)
+    order, rank = ranks if ranks is not None else term_ranks(full)
     term = np.repeat(np.arange(len(lengths)), lengths)[order]
     sel = rank < kept[term]
     order, rank, term = order[sel], rank[sel], term[sel]  # kept postings, by term then impact

@@ -124,10 +124,32 @@ def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k)
     return out_docs, out_scores, counts
 
 
+@_inline
+def _dot(terms, values, a, e, qv, q_terms, q_weights, lo, hi):
+    """Dot product of the sparse row ``terms/values[a:e]`` with the query (terms ascending in both).
+
+    A short query against a long row (a block summary, a document) looks each query term up
+    by binary search; otherwise the row's terms are gathered from the dense query ``qv``.
+    """
+    s = 0.0
+    if (hi - lo) * 8 < e - a:
+        for j in range(lo, hi):
+            p = a + np.searchsorted(terms[a:e], q_terms[j])
+            if p < e and terms[p] == q_terms[j]:
+                s += q_weights[j] * values[p]
+                a = p + 1
+            else:
+                a = p
+    else:
+        for p in range(a, e):
+            s += qv[terms[p]] * values[p]
+    return s
+
+
 @_jit
 def seismic_top_k(
     term_blocks, block_ptr, block_docs, summary_ptr, summary_terms, summary_values, summary_scale,
-    fwd_ptr, fwd_terms, fwd_impacts, id_rank, n_terms, q_indptr, q_terms, q_weights, k, query_terms,
+    fwd_ptr, fwd_terms, fwd_impacts, id_rank, max_impact, q_indptr, q_terms, q_weights, k, query_terms,
     heap_factor, slack,
 ):  # fmt: skip
     """Approximate top ``k`` (Seismic): same outputs as :func:`exact_top_k`.
@@ -140,7 +162,7 @@ def seismic_top_k(
     out_docs = np.full((n_q, k), -1, dtype=np.int64)
     out_scores = np.zeros((n_q, k))
     counts = np.zeros(n_q, dtype=np.int64)
-    qv = np.zeros(n_terms)
+    qv = np.zeros(len(max_impact))
     seen = np.zeros(n_docs, dtype=np.bool_)
     seen_list = np.empty(n_docs, dtype=np.int64)
     best_s, best_d = np.empty(k), np.empty(k, dtype=np.int64)
@@ -148,16 +170,20 @@ def seismic_top_k(
         lo, hi = q_indptr[r], q_indptr[r + 1]
         for j in range(lo, hi):
             qv[q_terms[j]] = q_weights[j]
-        cut = np.argsort(-q_weights[lo:hi], kind="mergesort")[:query_terms]  # heaviest, ties by column
+        # the query term cut keeps the terms that can add the most (weight x largest impact):
+        # with flat query weights (bag-of-words counts) the weight alone would pick at random
+        ub = np.empty(hi - lo)
+        for j in range(lo, hi):
+            ub[j - lo] = q_weights[j] * max_impact[q_terms[j]]
+        cut = np.argsort(-ub, kind="mergesort")[:query_terms]
         m, ns = 0, 0
         for jj in cut:
             t = q_terms[lo + jj]
             b0, nb = term_blocks[t], term_blocks[t + 1] - term_blocks[t]
             dots = np.empty(nb)
             for b in range(nb):
-                s = 0.0
-                for p in range(summary_ptr[b0 + b], summary_ptr[b0 + b + 1]):
-                    s += qv[summary_terms[p]] * summary_values[p]
+                s = _dot(summary_terms, summary_values, summary_ptr[b0 + b], summary_ptr[b0 + b + 1], qv, q_terms,
+                         q_weights, lo, hi)
                 dots[b] = s * summary_scale[b0 + b]
             for b in np.argsort(-dots):  # most promising blocks first: the k-th score rises fast
                 if m == k and dots[b] < heap_factor * best_s[k - 1] * (1.0 - slack):
@@ -169,9 +195,7 @@ def seismic_top_k(
                     seen[d] = True
                     seen_list[ns] = d
                     ns += 1
-                    s = 0.0
-                    for f in range(fwd_ptr[d], fwd_ptr[d + 1]):
-                        s += qv[fwd_terms[f]] * fwd_impacts[f]
+                    s = _dot(fwd_terms, fwd_impacts, fwd_ptr[d], fwd_ptr[d + 1], qv, q_terms, q_weights, lo, hi)
                     if s > 0.0 and (m < k or s >= best_s[k - 1]):
                         m = _insert(best_s, best_d, m, k, d, s, id_rank)
         for i in range(ns):
@@ -214,13 +238,17 @@ def block_summaries(block_ptr, block_docs, fwd_ptr, fwd_terms, fwd_impacts, n_te
         vals = np.empty(nu)
         for i in range(nu):
             vals[i] = dense[used[i]]
-        order = np.argsort(-vals, kind="mergesort")
-        total, kept, run = vals.sum(), 0, 0.0
-        while kept < nu and (kept == 0 or run < energy * total):
-            run += vals[order[kept]]
-            kept += 1
-        keep = np.sort(used[order[:kept]])
-        hi = vals[order[0]] if nu else 0.0
+        hi = vals.max() if nu else 0.0
+        if energy >= 1.0:  # every term kept: no sort by value needed
+            keep = np.sort(used[:nu])
+            kept = nu
+        else:
+            order = np.argsort(-vals, kind="mergesort")
+            total, kept, run = vals.sum(), 0, 0.0
+            while kept < nu and (kept == 0 or run < energy * total):
+                run += vals[order[kept]]
+                kept += 1
+            keep = np.sort(used[order[:kept]])
         # float32 scale; the +1e-6 margin keeps value * scale >= max despite its rounding
         sc = np.float32(hi / 255.0 * (1.0 + 1e-6)) if hi > 0 else np.float32(1.0)
         if ptr[b] + kept > cap:
