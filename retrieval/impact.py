@@ -27,9 +27,10 @@ import scipy.sparse as sp
 
 from .base import Retriever
 from .errors import IndexMismatch, InvalidInput, require
-from .impact_approx import BLOCK_ARRAYS, ApproxParams, build_blocks, term_ranks
-from .impact_search import _SLACK, Lookup, Postings, top_k_batch
-from .sparse_vectors import check_vocab, impact_dtype, vectors_to_csr, vocab_hash
+from .impact_approx import BLOCK_ARRAYS, ApproxParams
+from .impact_build import HEAD_SIZE, index_arrays
+from .impact_search import _SLACK, Lookup, Postings, top_k_arrays
+from .sparse_vectors import check_vocab, vectors_to_csr, vocab_hash
 from .storage import read_index, write_index
 from .topk import id_ranks
 from .types import Document, Query, Ranking
@@ -37,10 +38,6 @@ from .types import Document, Query, Ranking
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 2
-#: Highest-impact postings kept per term for the numpy engine's score lower bound.
-HEAD_SIZE = 16
-#: Dense accumulator budget per batch of the numpy engine (queries x documents cells).
-_ACC_CELLS = 1 << 19
 DEFAULT_APPROX = ApproxParams()
 
 __all__ = ["DEFAULT_APPROX", "ApproxParams", "ImpactHits", "ImpactRetriever"]
@@ -129,36 +126,13 @@ class ImpactRetriever(Retriever):
             )
         if m.nnz and data.min() < 0:
             raise InvalidInput("impacts must be >= 0")
-        m.eliminate_zeros()
-        post = sp.csc_matrix(m)  # terms become the major axis; row (doc) indexes come out sorted
-        post.sort_indices()
-        dtype = impact_dtype(int(post.data.max()) if post.nnz else 0)
-        full = Postings(post.indptr.astype(np.int64), post.indices.astype(np.int32), post.data.astype(dtype))
-        max_impact = np.zeros(len(vocab), dtype=dtype)
-        nonempty = np.diff(full.indptr) > 0
-        if nonempty.any():
-            max_impact[nonempty] = np.maximum.reduceat(full.impacts, full.indptr[:-1][nonempty])
-        order, rank = term_ranks(full)
-        head = np.zeros(len(full.docs), dtype=bool)
-        head[order[rank < HEAD_SIZE]] = True
-        head_ptr = np.zeros(len(vocab) + 1, dtype=np.int64)
-        term = np.repeat(np.arange(len(vocab)), np.diff(full.indptr))
-        np.cumsum(np.bincount(term[head], minlength=len(vocab)), out=head_ptr[1:])
-        arrays = {
-            "doc_ids": np.asarray(doc_ids, dtype=str), "indptr": full.indptr, "docs": full.docs,
-            "impacts": full.impacts, "max_impact": max_impact, "head_indptr": head_ptr,
-            "head_docs": full.docs[head], "head_impacts": full.impacts[head],
-        }  # fmt: skip
-        if approx is not None:
-            m.sort_indices()
-            forward = Postings(m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data.astype(dtype))
-            arrays.update(build_blocks(full, forward, approx, (order, rank)))
+        arrays, dtype = index_arrays(doc_ids, m, len(vocab), approx)
         params = {
             "scale": float(scale), "vocab_size": len(vocab), "vocab_hash": vocab_hash(vocab),
             "impact_dtype": dtype.name, "head_size": HEAD_SIZE,
             "approx": asdict(approx) if approx is not None else None, "encoder": dict(encoder or {}) or None,
         }  # fmt: skip
-        log.info("impact index: %d docs, %d terms, %d postings", len(doc_ids), len(vocab), len(full.docs))
+        log.info("impact index: %d docs, %d terms, %d postings", len(doc_ids), len(vocab), len(arrays["docs"]))
         return cls(arrays, list(vocab), params)
 
     @classmethod
@@ -320,7 +294,10 @@ class ImpactRetriever(Retriever):
         for i in np.flatnonzero(np.diff(indptr) == 0):
             log.warning("query %s has no terms left that occur in the index: no hits", ids[i] if ids else i)
         if engine == "numpy" or (engine == "auto" and not _numba_available()):
-            return self._run_numpy(indptr, terms, weights, k)
+            if self._lookup is None:
+                self._lookup = Lookup(self.full, self.num_docs)
+            return ImpactHits(*top_k_arrays(self._lookup, self.max_impact, self.heads, self.id_rank, indptr, terms,
+                                            weights, k))  # fmt: skip
         require("numba", "fast")
         from . import impact_kernel
 
@@ -336,24 +313,6 @@ class ImpactRetriever(Retriever):
             b["summary_values"], b["summary_scale"], fwd.indptr, fwd.docs, fwd.impacts, self.id_rank,
             self.max_impact, indptr, terms, weights, k, p.query_terms, p.heap_factor, _SLACK,
         ))  # fmt: skip
-
-    def _run_numpy(self, indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray, k: int) -> ImpactHits:
-        if self._lookup is None:
-            self._lookup = Lookup(self.full, self.num_docs)
-        n = len(indptr) - 1
-        out = ImpactHits(np.full((n, k), -1, dtype=np.int64), np.zeros((n, k)), np.zeros(n, dtype=np.int64))
-        rows = np.repeat(np.arange(n), np.diff(indptr))
-        batch = max(1, min(256, _ACC_CELLS // self.num_docs))
-        for start in range(0, n, batch):
-            stop = min(n, start + batch)
-            sel = slice(indptr[start], indptr[stop])
-            res = top_k_batch(self._lookup, self.max_impact, self.heads, self.id_rank, rows[sel] - start,
-                              terms[sel], weights[sel], stop - start, k)  # fmt: skip
-            row = res.rows + start
-            col = np.arange(len(row)) - res.bounds[res.rows]
-            out.docs[row, col], out.scores[row, col] = res.docs, res.scores
-            out.counts[start:stop] = np.diff(res.bounds)
-        return out
 
     def forward(self) -> Postings:
         """The impacts by document (doc -> terms ascending), derived from the postings once."""

@@ -228,3 +228,30 @@ def top_k_batch(
     top = rank < k
     cand_row, cand_doc, scores = cand_row[top], cand_doc[top], scores[top]
     return BatchResult(cand_row, cand_doc, scores, _segment_starts(cand_row, n_rows))
+
+
+#: Dense accumulator budget per batch (queries x documents cells).
+_ACC_CELLS = 1 << 19
+
+
+def top_k_arrays(lookup: Lookup, max_impact: np.ndarray, heads: Postings, id_rank: np.ndarray,
+                 indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray, k: int):  # fmt: skip
+    """:func:`top_k_batch` over CSR query arrays in memory-bounded batches.
+
+    Returns:
+        (docs (n, k) int64 with -1 past each count, scores (n, k), counts), like the compiled kernels.
+    """
+    n, n_docs = len(indptr) - 1, len(id_rank)
+    docs, scores, counts = np.full((n, k), -1, dtype=np.int64), np.zeros((n, k)), np.zeros(n, dtype=np.int64)
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    batch = max(1, min(256, _ACC_CELLS // n_docs))
+    for start in range(0, n, batch):
+        stop = min(n, start + batch)
+        sel = slice(indptr[start], indptr[stop])
+        res = top_k_batch(lookup, max_impact, heads, id_rank, rows[sel] - start, terms[sel], weights[sel],
+                          stop - start, k)  # fmt: skip
+        row = res.rows + start
+        col = np.arange(len(row)) - res.bounds[res.rows]
+        docs[row, col], scores[row, col] = res.docs, res.scores
+        counts[start:stop] = np.diff(res.bounds)
+    return docs, scores, counts
