@@ -111,13 +111,19 @@ def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k)
                 touched[nt] = d
                 nt += acc[d] == 0.0
                 acc[d] += w * impacts[p]
-        m = 0
+        # the k-th score so far in a local: the compiled loop then keeps it in a register
+        m, kth = 0, -1.0
         for i in range(nt):
-            d = touched[i]
-            s = acc[d]
-            acc[d] = 0.0
-            if m < k or s >= best_s[k - 1]:
-                m = _insert(best_s, best_d, m, k, d, s, id_rank)
+            s = acc[touched[i]]
+            if s >= kth:
+                m = _insert(best_s, best_d, m, k, touched[i], s, id_rank)
+                if m == k:
+                    kth = best_s[k - 1]
+        if nt * 4 > n_docs:  # clearing the accumulator whole is faster than cell by cell
+            acc[:] = 0.0
+        else:
+            for i in range(nt):
+                acc[touched[i]] = 0.0
         out_scores[r, :m] = best_s[:m]
         out_docs[r, :m] = best_d[:m]
         counts[r] = m
