@@ -7,11 +7,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from indexing.engine import Engine
+from indexing.index_collection import IndexCollection, IndexOpener
+from retrieval.pipeline import PipelineSpec
 
 from . import errors
 from .metrics import Metrics
@@ -21,19 +24,45 @@ from .schemas import ErrorOut
 from .settings import Settings
 
 
-def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
-    """Args:
-    settings: the service settings.
-    engine: an engine to serve (default: one over ``settings.data_dir``, closed on shutdown).
+def build_engine(
+    settings: Settings, open_index: IndexOpener | None = None, reranker_factory: Callable | None = None
+) -> Engine:
+    """The engine the settings describe: the data directory's collections plus the read-only
+    ``settings.indexes``.
+
+    Args:
+        open_index: how read-only indexes are opened (default: loaded in this process).
+        reranker_factory: how rerankers are built (default: loaded in this process).
+
+    Raises:
+        NotFound, IndexMismatch: an index directory that is missing or lacks the default pipeline.
     """
-    owned = engine is None
-    engine = engine or Engine(
+    engine = Engine(
         settings.data_dir,
         reranker_params=settings.reranker_params,
         embedding_models=settings.embedding_models,
         tokenizer_models=settings.tokenizer_models,
         background_compaction=settings.background_compaction,
+        reranker_factory=reranker_factory,
     )
+    try:
+        if settings.indexes:
+            spec = PipelineSpec.resolve(settings.index_pipeline)
+            for name, root in settings.indexes.items():
+                engine.attach(name, IndexCollection(name, root, spec, open_index))
+    except BaseException:
+        engine.close()
+        raise
+    return engine
+
+
+def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
+    """Args:
+    settings: the service settings.
+    engine: an engine to serve (default: :func:`build_engine`'s, closed on shutdown).
+    """
+    owned = engine is None
+    engine = engine or build_engine(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import TypeAdapter, ValidationError
 
-from indexing.corpus import read_corpus
+from indexing.corpus import json_lines, read_corpus
 from retrieval.errors import InvalidInput
 from retrieval.types import Document
 
@@ -58,15 +58,7 @@ def parse_ndjson(body: bytes, source: str = "body") -> list[Document]:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidInput(f"{source}: not UTF-8") from None
-    docs = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InvalidInput(f"{source}:{lineno}: invalid JSON ({e.msg})") from None
-        docs.append(_document(obj, f"{source}:{lineno}"))
+    docs = [_document(obj, f"{source}:{lineno}") for lineno, obj in json_lines(text.splitlines(), source)]
     if not docs:
         raise InvalidInput(f"{source}: no documents")
     return docs

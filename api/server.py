@@ -29,6 +29,20 @@ def parse_api_keys(values: list[str] | None, keys_file: Path | None) -> dict[str
     return keys or None
 
 
+def parse_indexes(values: list[str] | None) -> dict[str, Path]:
+    """``NAME=DIR`` pairs: index directories served as read-only collections (absolute paths,
+    so replicas on other processes or machines find them)."""
+    out: dict[str, Path] = {}
+    for v in values or []:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise InvalidInput(f"--index expects NAME=DIR, got {v!r}")
+        if name in out:
+            raise InvalidInput(f"--index {name} is given twice")
+        out[name] = Path(path).resolve()
+    return out
+
+
 def cmd_serve(args) -> int:
     from .app import create_app
     from .settings import Settings
@@ -38,7 +52,9 @@ def cmd_serve(args) -> int:
 
     try:
         settings = Settings(
-            data_dir=args.data_dir,
+            data_dir=Path(args.data_dir).resolve(),
+            indexes=parse_indexes(args.index),
+            index_pipeline=args.index_pipeline,
             api_keys=parse_api_keys(args.api_key, args.api_keys_file),
             max_request_bytes=int(args.max_request_mb * 1024 * 1024),
             search_threads=args.search_threads,
@@ -48,6 +64,12 @@ def cmd_serve(args) -> int:
         )
     except ValidationError as e:
         raise InvalidInput(f"invalid settings: {e.errors()[0]['msg']}") from None
+    if args.ray:
+        from .ray_serve import RayServeConfig, run
+
+        config = RayServeConfig(args.shard_replicas, args.reranker_replicas, args.reranker_gpus, args.replica_cpus)
+        run(settings, config, args.host, args.port, args.ray_address)
+        return 0
     app = create_app(settings)
     log.info("serving %s on http://%s:%d", settings.data_dir, args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
@@ -73,6 +95,18 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--llm-api-key")
     s.add_argument("--log-level", default="warning")
     s.add_argument("--access-log", action="store_true")
+    s.add_argument(
+        "--index", action="append", metavar="NAME=DIR",
+        help="serve a `cascade index` directory (plain or --shards) as read-only collection NAME (repeatable)",
+    )  # fmt: skip
+    s.add_argument("--index-pipeline", default="bm25", help="preset the --index collections search by default")
+    r = s.add_argument_group("Ray Serve (--ray)")
+    r.add_argument("--ray", action="store_true", help="serve through Ray Serve: shard and reranker replicas")
+    r.add_argument("--ray-address", help="Ray cluster to join (`auto`: the one `ray start` runs); default: a local one")
+    r.add_argument("--shard-replicas", type=int, default=1, help="replicas of each shard searcher")
+    r.add_argument("--reranker-replicas", type=int, default=1)
+    r.add_argument("--reranker-gpus", type=float, help="GPUs per reranker replica (default: 1 if the cluster has GPUs)")
+    r.add_argument("--replica-cpus", type=float, default=1.0, help="CPUs reserved per replica (fractions share)")
     s.set_defaults(func=cmd_serve)
     return s
 

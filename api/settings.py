@@ -18,6 +18,8 @@ class Settings(BaseModel):
     max_documents_per_request: documents in one ingest request.
     llm_base_url, llm_api_key, llm_model: an OpenAI-compatible chat-completions server for
         ``/v1/answer`` (``llm_base_url`` ends before ``/chat/completions``, e.g. ``.../v1``).
+    indexes, index_pipeline: index directories served as read-only collections, and the preset
+        they search with when a request names none.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -35,6 +37,8 @@ class Settings(BaseModel):
     llm_api_key: str | None = None
     llm_model: str | None = None
     llm_timeout_s: float = Field(60.0, gt=0)
+    indexes: dict[str, Path] = Field({}, description="read-only collections: name -> `cascade index` directory")
+    index_pipeline: str = Field("bm25", description="preset the read-only collections search by default")
 
     @field_validator("api_keys")
     @classmethod

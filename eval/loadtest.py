@@ -64,9 +64,9 @@ def _check_loopback(url: str) -> None:
         raise InvalidInput(f"the load test only targets loopback addresses, not {host!r}")
 
 
-def start_server(data_dir: Path, port: int) -> subprocess.Popen:
+def start_server(data_dir: Path, port: int, extra: list[str] | None = None) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    cmd = [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--data-dir", str(data_dir), *(extra or [])]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
@@ -183,8 +183,12 @@ def run_loadtest(
     k: int = 10,
     data_dir: Path | None = None,
     url: str | None = None,
+    index: Path | None = None,
+    ray_replica_cpus: float | None = None,
 ) -> dict:
-    """Run both phases and return the report (see the module docstring).
+    """Run both phases and return the report (see the module docstring). With ``index`` (a
+    ``cascade index`` directory) the server serves it as read-only collection ``index`` instead
+    of filling a collection; with ``ray_replica_cpus`` too, through ``cascade serve --ray``.
 
     Raises:
         InvalidInput: a non-loopback ``url``; NotFound: no corpus/queries in ``dataset``.
@@ -202,12 +206,18 @@ def run_loadtest(
         data_dir = Path(data_dir or Path.home() / ".cache" / "cascade" / "loadtest")
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = start_server(data_dir, port)
+        extra = ["--index", f"index={Path(index).resolve()}"] if index is not None else []
+        if index is not None and ray_replica_cpus is not None:
+            extra += ["--ray", "--replica-cpus", str(ray_replica_cpus)]
+        proc = start_server(data_dir, port, extra)
     _check_loopback(url)
     try:
-        wait_ready(httpx, url, proc)
-        name = f"{dataset.name}-{preset}"
-        info = ensure_collection(httpx, url, name, preset, corpus)
+        wait_ready(httpx, url, proc, timeout=300 if ray_replica_cpus is not None else 120)
+        if index is not None:
+            name, info = "index", httpx.get(f"{url}/v1/collections/index", timeout=30).json()
+        else:
+            name = f"{dataset.name}-{preset}"
+            info = ensure_collection(httpx, url, name, preset, corpus)
 
         def body_for(i: int) -> dict:
             return {"collection": name, "query": queries[i % len(queries)], "k": k, "pipeline": preset}
@@ -227,7 +237,7 @@ def run_loadtest(
     finally:
         if proc is not None:
             proc.terminate()
-            proc.wait(30)
+            proc.wait(120)
     return {
         "benchmark": "loadtest",
         "preset": preset,
@@ -256,13 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--data-dir", type=Path, help="where the server keeps the collection (reused across runs)")
     p.add_argument("--url", help="an already running server (loopback only)")
+    p.add_argument("--index", type=Path, help="serve this `cascade index` directory (read-only) instead")
+    p.add_argument("--ray-replica-cpus", type=float, help="with --index: through `cascade serve --ray`, CPUs per replica")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     report = run_loadtest(
         args.dataset, args.preset, args.concurrency, args.requests, args.seconds,
-        args.sequential_requests, args.k, args.data_dir, args.url,
+        args.sequential_requests, args.k, args.data_dir, args.url, args.index, args.ray_replica_cpus,
     )  # fmt: skip
     print(json.dumps(report) if args.json else json.dumps(report, indent=2))
     return 0 if report["concurrent"]["errors"] == 0 and report["sequential"]["errors"] == 0 else 1

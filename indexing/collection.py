@@ -134,6 +134,14 @@ class SearchOutput:
     timings_s: dict[str, float]
 
 
+def trim_depth(spec: PipelineSpec, k: int) -> PipelineSpec:
+    """One retriever stage and no reranker: its top ``k`` are the answer, deeper hits are never read."""
+    if len(spec.retrievers) != 1 or spec.rerankers:
+        return spec
+    stage = spec.retrievers[0]
+    return spec.model_copy(update={"retrievers": [stage.model_copy(update={"depth": min(stage.depth, k)})]})
+
+
 def content_hash(doc: Document) -> str:
     payload = json.dumps(
         [doc.title, doc.text, dict(doc.metadata)], sort_keys=True, ensure_ascii=False, default=str
@@ -163,6 +171,8 @@ class Collection:
         >>> c.upsert([Document("d1", "stem cells")])  # doctest: +SKIP
         >>> c.search([Query("q", "stem")], k=5).hits  # doctest: +SKIP
     """
+
+    read_only = False
 
     def __init__(self, root: Path, config: CollectionConfig):
         self.root, self.config = root, config
@@ -518,12 +528,7 @@ class Collection:
         spec = pipeline or self.config.pipeline
         self.check_stages(spec)
         predicate = compile_filter(where)
-        if len(spec.retrievers) == 1 and not spec.rerankers:
-            # one stage and no reranker: its top k are the answer, deeper hits are never read
-            stage = spec.retrievers[0]
-            spec = spec.model_copy(
-                update={"retrievers": [stage.model_copy(update={"depth": min(stage.depth, k)})]}
-            )
+        spec = trim_depth(spec, k)
         with self.lease() as snap:
             if not snap.views:
                 return SearchOutput([[] for _ in queries], {"total": time.perf_counter() - t0})

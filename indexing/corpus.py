@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterable, Iterator, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 from retrieval.errors import InvalidInput, NotFound
 from retrieval.types import Document
@@ -28,6 +29,18 @@ def _open(path: str | Path):
     return open(path, encoding="utf-8", newline="")
 
 
+def json_lines(lines: Iterable[str], source: str) -> Iterator[tuple[int, Any]]:
+    """``(line number, parsed value)`` of each non-blank JSON line; a malformed line fails
+    with ``source:line``, the way every JSON-lines input (files, API bodies) reports it."""
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise InvalidInput(f"{source}:{lineno}: invalid JSON ({e.msg})") from None
+
+
 def read_jsonl(
     path: str | Path,
     id_field: str = "_id",
@@ -37,13 +50,7 @@ def read_jsonl(
 ) -> Iterator[Document]:
     """One document per JSON line. A malformed line fails with its file and line number."""
     with _open(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InvalidInput(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
+        for lineno, obj in json_lines(f, str(path)):
             if not isinstance(obj, dict) or id_field not in obj or text_field not in obj:
                 raise InvalidInput(f"{path}:{lineno}: expected an object with {id_field!r} and {text_field!r}")
             meta = obj.get(metadata_field) if metadata_field else None

@@ -59,6 +59,8 @@ class Engine:
     embedding_models: model names that ``embed`` may load.
     tokenizer_models: model names whose tokenizer may count context tokens.
     background_compaction: merge segments in a thread (else inline, after the write).
+    reranker_factory: builds a reranker from (registry name, params); default: loaded in this
+        process. The Ray deployment passes one that scores on reranker replicas.
     """
 
     def __init__(
@@ -68,12 +70,14 @@ class Engine:
         embedding_models: Sequence[str] = (DEFAULT_DENSE_MODEL,),
         tokenizer_models: Sequence[str] = (DEFAULT_DENSE_MODEL,),
         background_compaction: bool = True,
+        reranker_factory: Callable[[str, dict], Any] | None = None,
     ):
         self.root = Path(data_dir) / "collections"
         self.root.mkdir(parents=True, exist_ok=True)
         self.reranker_params = {k: dict(v) for k, v in (reranker_params or {}).items()}
         self.embedding_models, self.tokenizer_models = list(embedding_models), list(tokenizer_models)
         self.background_compaction = background_compaction
+        self._make_reranker = reranker_factory or (lambda name, params: RERANKERS.get(name)(**params))
         self._lock = threading.Lock()
         self._models: dict[str, Any] = {}
         self._model_lock = threading.Lock()
@@ -106,6 +110,20 @@ class Engine:
             self._collections[name] = coll
         return coll
 
+    def attach(self, name: str, collection: Any) -> None:
+        """Serve a read-only collection held elsewhere (an index directory built by
+        ``cascade index``, see :class:`indexing.index_collection.IndexCollection`) beside the
+        data directory's own.
+
+        Raises: InvalidInput (bad name), Conflict (the name is taken).
+        """
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise InvalidInput(f"invalid collection name {name!r}: letters, digits, '_', '.', '-', up to 64")
+        with self._lock:
+            if name in self._collections:
+                raise Conflict(f"collection {name!r} already exists")
+            self._collections[name] = collection
+
     def collection(self, name: str) -> Collection:
         with self._lock:
             coll = self._collections.get(name)
@@ -119,9 +137,12 @@ class Engine:
 
     def drop_collection(self, name: str) -> None:
         with self._lock:
-            coll = self._collections.pop(name, None)
-        if coll is None:
-            raise NotFound(f"no collection {name!r}")
+            coll = self._collections.get(name)
+            if coll is None:
+                raise NotFound(f"no collection {name!r}")
+            if coll.read_only:
+                raise Conflict(f"collection {name!r} is a read-only index served from {coll.root}; it cannot be dropped")
+            del self._collections[name]
         coll.close()
         trash = self.root / f".trash-{name}-{uuid.uuid4().hex[:8]}"
         coll.root.rename(trash)  # gone from the data dir in one step; the files go after
@@ -179,13 +200,13 @@ class Engine:
             )
         params = self.reranker_params.get(name, {})
         key = f"reranker:{name}:{json.dumps(params, sort_keys=True)}"
-        return self._model(key, lambda: RERANKERS.get(name)(**params))
+        return self._model(key, lambda: self._make_reranker(name, params))
 
     def rerankers(self, spec: PipelineSpec) -> list[Any]:
         out = []
         for s in spec.rerankers:
             key = f"reranker:{s.reranker}:{json.dumps(s.params, sort_keys=True)}"
-            out.append(self._model(key, lambda s=s: RERANKERS.get(s.reranker)(**s.params)))
+            out.append(self._model(key, lambda s=s: self._make_reranker(s.reranker, s.params)))
         return out
 
     def rerank(self, model: str, query: str, texts: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]:

@@ -61,7 +61,7 @@ class IndexSet:
             raise NotFound(f"{self.root} has no {what} and no corpus was given to build it")
         return self.corpus
 
-    def _existing(self, stage: RetrieverStage) -> Path | None:
+    def existing(self, stage: RetrieverStage) -> Path | None:
         """The stage's index on disk: a plain one, or a sharded one (``KEY-xN``)."""
         plain = self.root / stage_key(stage)
         if (plain / MANIFEST).is_file():
@@ -71,7 +71,7 @@ class IndexSet:
 
     def retriever(self, stage: RetrieverStage, build_only: bool = False) -> Retriever | None:
         """Load the stage's index, building and saving it first if it is missing."""
-        path = self._existing(stage)
+        path = self.existing(stage)
         if path is None:
             path = self._build(stage)
         if build_only:

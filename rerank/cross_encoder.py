@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -20,7 +21,8 @@ from retrieval.errors import InvalidInput, require
 from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path
 
 from .base import PairwiseReranker
-from .batching import BatchPolicy, pad_batch, progress, token_budget_batches
+from .batching import BatchPolicy, progress, token_budget_batches
+from .pair_encoding import PairEncoder
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,8 @@ class CrossEncoderReranker(PairwiseReranker):
         activation: ``"auto"`` (what the checkpoint's saved config says, as in
             sentence-transformers), ``"identity"`` (raw logits) or ``"sigmoid"``.
         show_progress: a progress bar over pairs; ``None`` shows it above 2,000 pairs.
+        chunk_size: pairs tokenized at a time, overlapping the model's work on the previous
+            chunk; ``None``: ``max(128, batch_size)`` on a GPU, all pairs at once on a CPU.
 
     Raises:
         NotFound: the model cannot be loaded (no network and not a local directory).
@@ -108,6 +112,7 @@ class CrossEncoderReranker(PairwiseReranker):
         token_budget: int | None = None,
         activation: Activation = "auto",
         show_progress: bool | None = None,
+        chunk_size: int | None = None,
     ):
         torch = require("torch", "models")
         transformers = require("transformers", "models")
@@ -142,31 +147,44 @@ class CrossEncoderReranker(PairwiseReranker):
         self.policy = BatchPolicy(batch_size=batch_size, token_budget=token_budget, max_length=max_length)
         self.activation = saved_activation(config, 1) if activation == "auto" else activation
         self._activation_fn = _activation_fn(self.activation)
-        self._inputs = [n for n in ("input_ids", "token_type_ids") if n in self.tokenizer.model_input_names]
+        self.pairs = PairEncoder(
+            self.tokenizer, max_length, with_types="token_type_ids" in self.tokenizer.model_input_names
+        )
         self.show_progress = show_progress
+        if chunk_size is not None and chunk_size < 1:
+            raise InvalidInput(f"chunk_size must be >= 1, got {chunk_size}")
+        self.chunk_size = chunk_size
         self._torch = torch
 
     def score_pairs(self, firsts: Sequence[str], seconds: Sequence[str]) -> np.ndarray:
         """Scores of (text, text) pairs in input order, float32 after the activation."""
         torch = self._torch
-        out = np.zeros(len(firsts), dtype=np.float32)
-        if not len(firsts):
-            return out
-        enc = self.tokenizer(
-            list(firsts), list(seconds), truncation="longest_first", max_length=self.policy.max_length
-        )
-        columns = {name: enc[name] for name in self._inputs}
-        lengths = [len(ids) for ids in columns["input_ids"]]
-        show = self.show_progress if self.show_progress is not None else len(firsts) > 2000
+        n = len(firsts)
+        if not n:
+            return np.zeros(0, dtype=np.float32)
+        # On a GPU, pairs go in chunks of about a batch: worker threads tokenize the next
+        # chunks (the Rust tokenizer runs without the GIL, and two workers let one convert
+        # ids in Python while the other is in Rust) while this thread batches and launches
+        # the current one, whose kernels run without being waited for. On a CPU one chunk
+        # sorts all pairs by length, which is what saves padding there.
+        size = self.chunk_size or (max(128, self.policy.batch_size) if self.device.type == "cuda" else n)
+        chunks = [slice(start, min(start + size, n)) for start in range(0, n, size)]
+        show = self.show_progress if self.show_progress is not None else n > 2000
         pad_id = self.tokenizer.pad_token_id or 0
-        with torch.inference_mode(), progress(len(firsts), "cross-encoder", "pair", show) as bar:
-            for idx in token_budget_batches(lengths, self.policy):
-                ids, mask = pad_batch([columns["input_ids"][i] for i in idx], pad_id)
-                feed = {"input_ids": ids, "attention_mask": mask}
-                if "token_type_ids" in columns:
-                    feed["token_type_ids"] = pad_batch([columns["token_type_ids"][i] for i in idx], 0)[0]
-                feed = {k: torch.from_numpy(v).to(self.device) for k, v in feed.items()}
-                logits = self.model(**feed).logits.float()
-                out[idx] = self._activation_fn(logits).squeeze(-1).cpu().numpy()
-                bar.update(len(idx))
+        order, pending = [], []
+        with (
+            ThreadPoolExecutor(2, thread_name_prefix="cascade-tokenize") as pool,
+            torch.inference_mode(),
+            progress(n, "cross-encoder", "pair", show) as bar,
+        ):
+            encoded = pool.map(lambda c: self.pairs.encode(firsts[c], seconds[c]), chunks)
+            for chunk, tokens in zip(chunks, encoded, strict=True):
+                for rows in token_budget_batches(tokens.lengths, self.policy):
+                    feed = {k: torch.from_numpy(v).to(self.device) for k, v in tokens.batch(rows, pad_id).items()}
+                    pending.append(self._activation_fn(self.model(**feed).logits.float()).squeeze(-1))
+                    order.append(rows + chunk.start)
+                    bar.update(len(rows))
+            scores = torch.cat(pending).cpu().numpy()  # the one wait for the GPU
+        out = np.empty(n, dtype=np.float32)
+        out[np.concatenate(order)] = scores
         return out

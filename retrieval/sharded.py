@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from .base import Retriever
 from .errors import IndexMismatch, InvalidInput
@@ -63,6 +63,37 @@ def commit_shards(root: str | Path, kind: str, num_shards: int, params: dict) ->
     return manifest
 
 
+def shard_stats(shard: Retriever) -> Any | None:
+    """A shard's collection statistics, for a family that scores with them (BM25), else None."""
+    return shard.collection_stats() if hasattr(shard, "collection_stats") else None
+
+
+def merge_stats(parts: Sequence[Any | None]) -> Any | None:
+    """The whole collection's statistics from every shard's (:func:`shard_stats`); ``None`` for a
+    family without collection statistics (dense, ...)."""
+    if not parts or any(p is None for p in parts):
+        return None
+    return type(parts[0]).merge(parts)
+
+
+def merge_rankings(queries: Sequence[Query], per_shard: Sequence[Sequence[Ranking]], k: int) -> list[Ranking]:
+    """Merge each query's per-shard top-k into the top-k one index would give: every shard's
+    hits together, ordered by score (ties by doc id), cut to ``k``. Exact, because a document
+    lives in one shard and the scores are comparable across shards.
+
+    Args:
+        queries: the queries, in order.
+        per_shard: for each shard, one ranking per query (same order).
+        k: hits kept per query.
+    """
+    merged = []
+    for i, q in enumerate(queries):
+        ids = [d for rankings in per_shard for d in rankings[i].doc_ids]
+        scores = [x for rankings in per_shard for x in rankings[i].scores]
+        merged.append(Ranking.from_scores(q.id, ids, scores, k))
+    return merged
+
+
 class ShardedRetriever(Retriever):
     """Searches N shards and merges their rankings. ``threads`` shards are searched at once."""
 
@@ -76,8 +107,8 @@ class ShardedRetriever(Retriever):
         self.shards = list(shards)
         self.threads = threads
         self.spec = spec
-        if all(hasattr(s, "collection_stats") for s in self.shards):
-            merged = type(self.shards[0].collection_stats()).merge(s.collection_stats() for s in self.shards)
+        merged = merge_stats([shard_stats(s) for s in self.shards])
+        if merged is not None:
             for s in self.shards:
                 s.use_collection_stats(merged)
 
@@ -98,12 +129,7 @@ class ShardedRetriever(Retriever):
     def search(self, queries: Sequence[Query], k: int = 10, **kwargs) -> list[Ranking]:
         with ThreadPoolExecutor(self.threads) as pool:
             per_shard = list(pool.map(lambda s: s.search(queries, k, **kwargs), self.shards))
-        merged = []
-        for i, q in enumerate(queries):
-            ids = [d for rankings in per_shard for d in rankings[i].doc_ids]
-            scores = [x for rankings in per_shard for x in rankings[i].scores]
-            merged.append(Ranking.from_scores(q.id, ids, scores, k))
-        return merged
+        return merge_rankings(queries, per_shard, k)
 
     def save(self, path: str | Path) -> None:
         if self.spec is None:
@@ -115,19 +141,31 @@ class ShardedRetriever(Retriever):
 
     @classmethod
     def load(cls, path: str | Path, threads: int = 1) -> Self:
-        path = Path(path)
-        m = read_manifest(path)
-        if m.kind != cls.kind:
-            raise IndexMismatch(f"{path} holds a {m.kind!r} index, not a sharded one")
-        if m.format_version != FORMAT_VERSION:
-            raise IndexMismatch(f"{path} has format version {m.format_version}; this Cascade reads {FORMAT_VERSION}")
-        family = RETRIEVERS.get(m.params["retriever"])
-        shards = []
-        for i, digest in enumerate(m.params["digests"]):
-            shard_path = path / shard_name(i)
-            if not shard_path.is_dir():
-                raise IndexMismatch(f"{path}: {shard_name(i)} is missing")
-            if manifest_digest(shard_path) != digest:
-                raise IndexMismatch(f"{path}: {shard_name(i)} is not the shard this index was built with")
-            shards.append(family.load(shard_path))
-        return cls(shards, threads)
+        retriever, paths = shard_paths(path)
+        family = RETRIEVERS.get(retriever)
+        return cls([family.load(p) for p in paths], threads)
+
+
+def shard_paths(path: str | Path) -> tuple[str, list[Path]]:
+    """The shards' family name and directories of the sharded index at ``path``, checked
+    against its manifest (loading is left to the caller: this process or a remote replica).
+
+    Raises:
+        IndexMismatch: not a sharded index, another format version, a shard missing or not
+            the one the index was built with.
+    """
+    path = Path(path)
+    m = read_manifest(path)
+    if m.kind != ShardedRetriever.kind:
+        raise IndexMismatch(f"{path} holds a {m.kind!r} index, not a sharded one")
+    if m.format_version != FORMAT_VERSION:
+        raise IndexMismatch(f"{path} has format version {m.format_version}; this Cascade reads {FORMAT_VERSION}")
+    paths = []
+    for i, digest in enumerate(m.params["digests"]):
+        shard_path = path / shard_name(i)
+        if not shard_path.is_dir():
+            raise IndexMismatch(f"{path}: {shard_name(i)} is missing")
+        if manifest_digest(shard_path) != digest:
+            raise IndexMismatch(f"{path}: {shard_name(i)} is not the shard this index was built with")
+        paths.append(shard_path)
+    return m.params["retriever"], paths

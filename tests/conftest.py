@@ -67,3 +67,19 @@ def in_own_process(request) -> bool:
     )  # fmt: skip
     assert p.returncode == 0 and " passed" in p.stdout, p.stdout[-4000:] + p.stderr[-2000:]
     return True
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs) for the whole test session; its workers import the
+    project and the tests' helper modules."""
+    ray = pytest.importorskip("ray")
+    here = Path(__file__).resolve().parent
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="ERROR",
+        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(here), str(here.parent), *sys.path])}},
+    )
+    yield ray
+    ray.shutdown()

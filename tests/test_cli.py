@@ -72,7 +72,7 @@ def test_bad_input_is_one_line_and_nonzero(toy_dataset, tmp_path):
     with open(bad / "corpus.jsonl", "a") as f:
         f.write('{"_id": "d9", "text": \n')
     assert_clean_error(cascade("eval", "--dataset", str(bad), "--pipeline", "bm25", cache=tmp_path),
-                       "corpus.jsonl:5: malformed JSON")
+                       "corpus.jsonl:5: invalid JSON")
     dup = write_beir(tmp_path / "dup", TOY_DOCS + [TOY_DOCS[0]], TOY_QUERIES, TOY_QRELS)
     assert_clean_error(cascade("eval", "--dataset", str(dup), "--pipeline", "bm25", cache=tmp_path),
                        "duplicate document id 'd1'")

@@ -12,7 +12,7 @@ def test_jsonl_reader_streams_and_reports_bad_lines(tmp_path):
     f.write_text('{"_id": 1, "title": "T", "text": "x", "metadata": {"y": 2}}\n\n{"_id": "2", "text": "z"\n')
     docs = read_jsonl(f)
     assert next(docs) == Document("1", "x", "T", {"y": 2})
-    with pytest.raises(InvalidInput, match=r"c.jsonl:3: malformed JSON"):
+    with pytest.raises(InvalidInput, match=r"c.jsonl:3: invalid JSON"):
         next(docs)
     with pytest.raises(NotFound):
         list(read_jsonl(tmp_path / "missing.jsonl"))

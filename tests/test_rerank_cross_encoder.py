@@ -111,6 +111,11 @@ def test_scores_do_not_depend_on_batching(tiny_identity):
     one = CrossEncoderReranker(str(tiny_identity), device="cpu", batch_size=1).score_pairs(queries, docs)
     big = CrossEncoderReranker(str(tiny_identity), device="cpu", batch_size=24).score_pairs(queries, docs)
     np.testing.assert_allclose(one, big, atol=1e-5)
+    # chunks tokenized ahead on worker threads (the GPU path) come back in input order
+    chunked = CrossEncoderReranker(str(tiny_identity), device="cpu", batch_size=2, chunk_size=5)
+    np.testing.assert_allclose(chunked.score_pairs(queries, docs), big, atol=1e-5)
+    with pytest.raises(InvalidInput, match="chunk_size"):
+        CrossEncoderReranker(str(tiny_identity), device="cpu", chunk_size=0)
 
 
 def test_token_budget_batches_cover_everything_within_budget():

@@ -1,9 +1,6 @@
 """Sharded indexes: N shards must answer exactly as the single index, in process and on Ray."""
 
-import os
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -11,8 +8,6 @@ from eval.datasets import load_dataset
 from retrieval.bm25 import BM25Retriever
 from retrieval.errors import IndexMismatch
 from retrieval.sharded import ShardedRetriever, shard_name
-
-HERE = Path(__file__).resolve().parent
 
 
 @pytest.fixture(scope="module")
@@ -52,19 +47,6 @@ def test_missing_or_foreign_shard_is_refused(tmp_path):
     shutil.copytree(tmp_path / "b" / shard_name(1), tmp_path / "c" / shard_name(1))
     with pytest.raises(IndexMismatch, match="shard-001 is not the shard this index was built with"):
         ShardedRetriever.load(tmp_path / "c")
-
-
-@pytest.fixture(scope="module")
-def ray_cluster():
-    ray = pytest.importorskip("ray")
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        logging_level="ERROR",
-        runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent), *sys.path])}},
-    )
-    yield ray
-    ray.shutdown()
 
 
 def test_ray_build_equals_single_index_and_survives_a_killed_worker(ray_cluster, scifact_single, scifact, tmp_path):

@@ -1,0 +1,122 @@
+"""PairEncoder gives exactly the ids and type ids of the HF tokenizer's pair call."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+
+from rerank.pair_encoding import PairEncoder, longest_first  # noqa: E402
+from tests.rerank_models import minilm_tokenizer  # noqa: E402
+
+WORDS = (
+    "cell protein gene cancer the of patients risk increased tumor mice expression "
+    "immunohistochemistry pneumonoultramicroscopic hydroxychloroquinesulfate naïve café 10.5% (IL-6) β-catenin anti-inflammatory e.g. Ünïcödé 漢字 x\u00adray don't"
+).split()
+
+
+def _texts(rng, n, lo, hi, seps=(" ",)):
+    out = []
+    for _ in range(n):
+        k = int(rng.integers(lo, hi))
+        words = rng.choice(WORDS, size=k)
+        out.append("".join(w + str(rng.choice(seps)) for w in words).strip(" "))
+    return out
+
+
+def _hf(tok, firsts, seconds, max_length):
+    enc = tok(firsts, seconds, truncation="longest_first", max_length=max_length)
+    return list(enc["input_ids"]), list(enc.get("token_type_ids") or [])
+
+
+def _check(tok, firsts, seconds, max_length, **kw):
+    enc = PairEncoder(tok, max_length, **kw)
+    assert enc.template is not None  # the fast path ran, not the fallback
+    got = enc.encode(firsts, seconds)
+    ids, types = _hf(tok, firsts, seconds, max_length)
+    assert got.ids == ids
+    assert got.lengths.tolist() == [len(x) for x in ids]
+    # a batch of some rows, padded as the HF call pads them
+    rows = np.arange(1, len(ids), 3)
+    batch = got.batch(rows, tok.pad_token_id)
+    ref = tok.pad({"input_ids": [ids[r] for r in rows], "token_type_ids": [types[r] for r in rows]} if types
+                  else {"input_ids": [ids[r] for r in rows]}, return_tensors="np")  # fmt: skip
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        if name in ref:
+            np.testing.assert_array_equal(batch[name], ref[name], err_msg=name)
+    assert ("token_type_ids" in batch) == bool(types)
+    return got
+
+
+@pytest.mark.parametrize("chars_per_token", [1.0, 5.0])  # cuts mostly redone / mostly kept
+@pytest.mark.parametrize("max_length", [12, 32, 64, 256])
+def test_bert_pairs_equal_hf_call(max_length, chars_per_token):
+    tok = minilm_tokenizer()
+    rng = np.random.default_rng(max_length)
+    firsts = _texts(rng, 60, 0, 40)  # long queries too: both sides get truncated
+    seconds = _texts(rng, 60, 0, 400, seps=(" ", "  ", "\n", "\t", " \x1f", ", "))
+    seconds[3] = seconds[5]  # a repeated document is tokenized once
+    got = _check(tok, firsts, seconds, max_length, chars_per_token=chars_per_token)
+    assert max(got.lengths) == max_length
+
+
+def test_left_truncation_side():
+    tok = minilm_tokenizer()
+    tok.truncation_side = "left"
+    rng = np.random.default_rng(1)
+    _check(tok, _texts(rng, 30, 0, 30), _texts(rng, 30, 0, 200), 40)
+
+
+def test_byte_level_bpe_roberta_template(tmp_path):
+    """A RoBERTa-style tokenizer (<s> A </s></s> B </s>, no type ids) trained in the test."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rng = np.random.default_rng(2)
+    corpus = _texts(rng, 300, 5, 50)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=["<s>", "<pad>", "</s>"]))
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tok.model_input_names = ["input_ids", "attention_mask"]
+    firsts, seconds = _texts(rng, 50, 0, 30), _texts(rng, 50, 0, 300, seps=(" ", "  ", ". "))
+    enc = PairEncoder(tok, 48, chars_per_token=1.5, with_types=False)
+    assert enc.template is not None and enc.template.num_special == 4
+    got = enc.encode(firsts, seconds)
+    assert got.types is None and got.steps is None
+    assert got.ids == _hf(tok, firsts, seconds, 48)[0]
+    assert set(got.batch(np.arange(5), tok.pad_token_id)) == {"input_ids", "attention_mask"}
+
+
+def test_longest_first_rule_against_tokenizer():
+    tok = minilm_tokenizer()
+    for la, lb, budget in [(3, 5, 10), (8, 8, 9), (20, 3, 9), (3, 20, 9), (12, 30, 9), (30, 12, 10), (5, 5, 10)]:
+        a, b = " ".join(["cell"] * la), " ".join(["gene"] * lb)
+        ids = tok(a, b, truncation="longest_first", max_length=budget + 3)["input_ids"]
+        cell, gene = tok.convert_tokens_to_ids(["cell", "gene"])
+        assert longest_first(la, lb, budget) == (ids.count(cell), ids.count(gene))
+
+
+def test_mismatched_lengths_rejected():
+    from retrieval.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="2 first texts but 1"):
+        PairEncoder(minilm_tokenizer(), 32).encode(["a", "b"], ["c"])
+
+
+def test_fallback_pair_call_batches_the_same():
+    """Without a readable template the HF pair call is used; batches come out the same."""
+    tok = minilm_tokenizer()
+    rng = np.random.default_rng(3)
+    firsts, seconds = _texts(rng, 20, 0, 20), _texts(rng, 20, 0, 100)
+    fast = PairEncoder(tok, 40)
+    slow = PairEncoder(tok, 40)
+    slow.template = None
+    a, b = fast.encode(firsts, seconds), slow.encode(firsts, seconds)
+    assert b.steps is None and b.types is not None and a.ids == b.ids
+    rows = np.arange(20)
+    for name, arr in a.batch(rows, 0).items():
+        np.testing.assert_array_equal(arr, b.batch(rows, 0)[name], err_msg=name)
