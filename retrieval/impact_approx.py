@@ -12,9 +12,10 @@ Built once from the posting lists:
    scale per block.
 
 At search time (:func:`retrieval.impact_kernel.seismic_top_k`) only the ``query_terms``
-heaviest query terms are followed; a block is skipped when its summary's dot product with
-the query is below ``heap_factor`` x the current k-th score; the documents of the other
-blocks are scored exactly through a forward index.
+query terms that can add the most (weight x maximum impact) are followed; a block is
+skipped when its summary's dot product with the query is below ``heap_factor`` x the
+current k-th score; the documents of the other blocks are scored exactly through a
+forward index.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ class ApproxParams:
         max_postings: and at most this many (Seismic's ``n_postings``).
         block_size: postings per block.
         summary_energy: share of a block summary's L1 mass kept (1: summaries bound the block).
-        query_terms: query term cut: only the heaviest query terms' lists are read.
+        query_terms: query term cut: only the lists of the query terms with the largest
+            weight x maximum impact are read (the weight alone is flat for bag-of-words queries).
         heap_factor: a block is read when its summary score reaches this x the k-th best score
             so far (lower: more blocks read, higher recall).
     """
