@@ -6,9 +6,12 @@ terms CSR matrix, queries as a queries x terms CSR matrix over the same vocabula
 
 from __future__ import annotations
 
+import os
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +48,20 @@ def scipy_searcher(doc_matrix: sp.csr_matrix, doc_ids: Sequence[str]) -> Callabl
     return lambda queries, qids, k, batch=256: scipy_top_k(queries, term_doc, ids, ranks, qids, k, batch)
 
 
+@contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send file descriptor 1 to stderr: pyseismic's Rust code prints its build log on stdout,
+    where ``--json`` promises a single JSON object."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _rows(m: sp.csr_matrix, vocab: np.ndarray):
     for i in range(m.shape[0]):
         lo, hi = m.indptr[i], m.indptr[i + 1]
@@ -69,7 +86,8 @@ def seismic(doc_ids: Sequence[str], doc_matrix: sp.csr_matrix, vocab: Sequence[s
     for s in settings:
         build = {key: s[key] for key in ("n_postings", "centroid_fraction", "summary_energy") if key in s}
         t = time.perf_counter()
-        index = seismic_mod.SeismicIndex.build_from_dataset(dataset, num_threads=1, **build)
+        with _stdout_to_stderr():
+            index = seismic_mod.SeismicIndex.build_from_dataset(dataset, num_threads=1, **build)
         build_s = time.perf_counter() - t
         (secs, res), = race({"seismic": lambda index=index, s=s: index.batch_search(
             q_ids, list(q_terms), list(q_values), k, s["query_cut"], s["heap_factor"], num_threads=1)}).values()
