@@ -50,8 +50,8 @@ def scipy_searcher(doc_matrix: sp.csr_matrix, doc_ids: Sequence[str]) -> Callabl
 
 @contextmanager
 def _stdout_to_stderr() -> Iterator[None]:
-    """Send file descriptor 1 to stderr: pyseismic's Rust code prints its build log on stdout,
-    where ``--json`` promises a single JSON object."""
+    """Send file descriptor 1 to stderr: pyseismic's Rust code and Anserini's JVM print their
+    build logs on stdout, where ``--json`` promises a single JSON object."""
     sys.stdout.flush()
     saved = os.dup(1)
     try:
@@ -110,7 +110,8 @@ def lucene(doc_ids, doc_matrix, vocab, queries, qids, k, exact, race) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         write_json_vector_collection(Path(tmp) / "coll" / "docs.jsonl", doc_ids, doc_matrix, vocab)
         t = time.perf_counter()
-        build_lucene_impact_index(Path(tmp) / "coll", Path(tmp) / "index")
+        with _stdout_to_stderr():  # the JVM logs the indexing on stdout
+            build_lucene_impact_index(Path(tmp) / "coll", Path(tmp) / "index")
         index_s = time.perf_counter() - t
         searcher = LuceneImpactSearcher(Path(tmp) / "index")
         dicts = [{vocab[c]: int(v) for c, v in zip(*row, strict=True)}
