@@ -8,6 +8,7 @@ runs: on a shared 2-core machine a ratio measured under load lies.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,14 +34,20 @@ def race(contenders: dict[str, Callable[[], Any]], rounds: int = 5) -> dict[str,
     """Time each contender ``rounds`` times, taking turns, and keep each one's fastest run.
 
     Taking turns spreads any background load over both sides, and the minimum is the run
-    least disturbed by it; the ratio of minima is what a benchmark reports.
+    least disturbed by it; the ratio of minima is what a benchmark reports. As in ``timeit``,
+    the garbage collector is paused during each timed run.
     """
     best: dict[str, tuple[float, Any]] = {name: (float("inf"), None) for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
-            t = time.perf_counter()
-            result = fn()
-            elapsed = time.perf_counter() - t
+            gc.collect()  # like timeit: no collection of earlier garbage lands in a timed run
+            gc.disable()
+            try:
+                t = time.perf_counter()
+                result = fn()
+                elapsed = time.perf_counter() - t
+            finally:
+                gc.enable()
             if elapsed < best[name][0]:
                 best[name] = (elapsed, result)
     return best

@@ -1,15 +1,16 @@
 """A native inverted impact index for learned-sparse vectors (SPLADE and friends).
 
 Postings are plain numpy arrays (doc indexes int32 ascending per term, integer impacts
-uint8/uint16), saved through :mod:`retrieval.storage` and loaded memory-mapped. Search is
-exact MaxScore, compiled with numba when installed (:mod:`retrieval.impact_kernel`, extra
-``fast``) or vectorized with numpy over a batch of queries (:mod:`retrieval.impact_search`);
-either way the results equal a brute-force sparse dot product ranked by
-:meth:`Ranking.from_scores`. An approximate mode in the spirit of Seismic (static posting
-pruning, query term cut) trades recall for speed.
+uint8/uint16), saved through :mod:`retrieval.storage` and loaded memory-mapped. Exact search
+runs the whole query batch in one compiled call when numba is installed
+(:mod:`retrieval.impact_kernel`, extra ``fast``), else a MaxScore vectorized with numpy over
+the batch (:mod:`retrieval.impact_search`); either way the results equal a brute-force sparse
+dot product ranked by :meth:`Ranking.from_scores`. The approximate mode follows Seismic
+(:mod:`retrieval.impact_approx`: static pruning, blocks with summary vectors, query term cut).
 
 Queries come as sparse vectors (``{term: weight}`` dicts or a CSR matrix over the index
-vocabulary) through :meth:`ImpactRetriever.search_vectors`, or as text through
+vocabulary) through :meth:`ImpactRetriever.search_vectors` (rankings) or
+:meth:`ImpactRetriever.search_arrays` (arrays), or as text through
 :meth:`ImpactRetriever.search` when the index knows its SPLADE query encoder.
 """
 
@@ -25,47 +26,21 @@ import numpy as np
 import scipy.sparse as sp
 
 from .base import Retriever
-from .errors import IndexMismatch, InvalidInput
-from .impact_search import Lookup, Postings, top_k_batch
-from .sparse_vectors import check_vocab, impact_dtype, prune_rows, vectors_to_csr, vocab_hash
+from .errors import IndexMismatch, InvalidInput, require
+from .impact_approx import BLOCK_ARRAYS, ApproxParams
+from .impact_build import HEAD_SIZE, index_arrays
+from .impact_search import _SLACK, Lookup, Postings, top_k_arrays
+from .sparse_vectors import check_vocab, vectors_to_csr, vocab_hash
 from .storage import read_index, write_index
 from .topk import id_ranks
 from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-#: Highest-impact postings kept per term for the score lower bound of the pruning.
-HEAD_SIZE = 16
-#: Dense accumulator budget per batch (queries x documents float64 cells).
-_ACC_CELLS = 1 << 19
-
-
-@dataclass(frozen=True)
-class ApproxParams:
-    """Seismic-style approximation knobs.
-
-    Args:
-        postings_fraction: static pruning: each term keeps its heaviest postings, at most this
-            fraction of its list (and at least ``min_postings``), for candidate generation.
-        min_postings: floor of the static pruning.
-        query_terms: query term cut: only the heaviest query terms are searched.
-        theta_boost: the score bound is multiplied by this for pruning decisions (>= 1).
-    """
-
-    postings_fraction: float = 0.25
-    min_postings: int = 64
-    query_terms: int = 16
-    theta_boost: float = 1.0
-
-    def __post_init__(self):
-        if not 0 < self.postings_fraction <= 1 or self.min_postings < 1:
-            raise InvalidInput("postings_fraction must be in (0, 1] and min_postings >= 1")
-        if self.query_terms < 1 or self.theta_boost < 1:
-            raise InvalidInput("query_terms must be >= 1 and theta_boost >= 1")
-
-
+FORMAT_VERSION = 2
 DEFAULT_APPROX = ApproxParams()
+
+__all__ = ["DEFAULT_APPROX", "ApproxParams", "ImpactHits", "ImpactRetriever"]
 
 
 def _numba_available() -> bool:
@@ -74,19 +49,16 @@ def _numba_available() -> bool:
     return importlib.util.find_spec("numba") is not None
 
 
-def _term_ranks(indptr: np.ndarray, docs: np.ndarray, impacts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Postings ordered by term, impact descending, doc ascending; and each one's rank in its term."""
-    term = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    order = np.lexsort((docs, -impacts.astype(np.int64), term))
-    return order, np.arange(len(order)) - indptr[term[order]]
+@dataclass(frozen=True)
+class ImpactHits:
+    """Top hits of a query batch as arrays: row i holds ``counts[i]`` hits, best first.
 
+    ``docs`` (doc indexes, -1 past the count) and ``scores`` are (queries x k).
+    """
 
-def _sublists(indptr: np.ndarray, docs: np.ndarray, impacts: np.ndarray, keep: np.ndarray) -> Postings:
-    """The postings selected by a boolean mask, still in CSR layout (doc order kept)."""
-    term = np.repeat(np.arange(len(indptr) - 1), np.diff(indptr))
-    new_ptr = np.zeros(len(indptr), dtype=np.int64)
-    np.cumsum(np.bincount(term[keep], minlength=len(indptr) - 1), out=new_ptr[1:])
-    return Postings(new_ptr, docs[keep], impacts[keep])
+    docs: np.ndarray
+    scores: np.ndarray
+    counts: np.ndarray
 
 
 class ImpactRetriever(Retriever):
@@ -103,22 +75,15 @@ class ImpactRetriever(Retriever):
         self.vocab = vocab
         self.params = dict(params)
         self.doc_ids = arrays["doc_ids"]
-        n_docs = len(self.doc_ids)
         self.full = Postings(arrays["indptr"], arrays["docs"], arrays["impacts"])
         self.heads = Postings(arrays["head_indptr"], arrays["head_docs"], arrays["head_impacts"])
         self.max_impact = np.asarray(arrays["max_impact"], dtype=np.float64)
-        self._pruned: Postings | None = None
-        if "pruned_indptr" in arrays:
-            self._pruned = Postings(arrays["pruned_indptr"], arrays["pruned_docs"], arrays["pruned_impacts"])
-            # per term, the smallest impact its pruned list kept: a bound on any impact it dropped
-            lengths = np.diff(self._pruned.indptr)
-            self._pruned_floor = np.zeros(len(vocab))
-            self._pruned_floor[lengths > 0] = np.minimum.reduceat(
-                np.asarray(self._pruned.impacts, dtype=np.float64), self._pruned.indptr[:-1][lengths > 0]
-            )
-        # Derived in memory: impact lookups (dense rows for common terms) and the id tie-break.
-        self.lookup = Lookup(self.full, n_docs)
+        self.blocks = {name: arrays[name] for name in BLOCK_ARRAYS} if "block_ptr" in arrays else None
         self.id_rank = id_ranks(self.doc_ids)
+        # Derived in memory when first needed: the numpy engine's impact lookups and the
+        # approximate mode's forward index (doc -> terms).
+        self._lookup: Lookup | None = None
+        self._forward: Postings | None = None
         self._term_index: dict[str, int] | None = None
         self._encoder = None
 
@@ -141,7 +106,7 @@ class ImpactRetriever(Retriever):
             vectors: (docs x vocab) sparse matrix of non-negative integer impacts.
             vocab: the term of each column.
             scale: the factor the impacts were quantized with (kept in the manifest).
-            approx: parameters of the statically pruned lists for approximate search (None: none).
+            approx: parameters of the approximate mode's blocks (None: no approximate mode).
             encoder: the SPLADE encoder config, so text queries can be encoded at search time.
 
         Raises:
@@ -161,40 +126,13 @@ class ImpactRetriever(Retriever):
             )
         if m.nnz and data.min() < 0:
             raise InvalidInput("impacts must be >= 0")
-        m.eliminate_zeros()
-        post = sp.csc_matrix(m)  # terms become the major axis; row (doc) indexes come out sorted
-        post.sort_indices()
-        dtype = impact_dtype(int(post.data.max()) if post.nnz else 0)
-        indptr = post.indptr.astype(np.int64)
-        docs = post.indices.astype(np.int32)
-        impacts = post.data.astype(dtype)
-        max_impact = np.zeros(len(vocab), dtype=dtype)
-        nonempty = np.diff(indptr) > 0
-        if nonempty.any():
-            max_impact[nonempty] = np.maximum.reduceat(impacts, indptr[:-1][nonempty])
-        order, rank = _term_ranks(indptr, docs, impacts)
-        head = np.zeros(len(docs), dtype=bool)
-        head[order[rank < HEAD_SIZE]] = True
-        heads = _sublists(indptr, docs, impacts, head)
-        arrays = {
-            "doc_ids": np.asarray(doc_ids, dtype=str), "indptr": indptr, "docs": docs, "impacts": impacts,
-            "max_impact": max_impact, "head_indptr": heads.indptr, "head_docs": heads.docs,
-            "head_impacts": heads.impacts,
-        }  # fmt: skip
-        if approx is not None:
-            lengths = np.diff(indptr)
-            term = np.repeat(np.arange(len(vocab)), lengths)
-            limit = np.maximum(np.ceil(lengths * approx.postings_fraction), approx.min_postings)
-            keep = np.zeros(len(docs), dtype=bool)
-            keep[order[rank < limit[term[order]]]] = True
-            pruned = _sublists(indptr, docs, impacts, keep)
-            arrays.update(pruned_indptr=pruned.indptr, pruned_docs=pruned.docs, pruned_impacts=pruned.impacts)
+        arrays, dtype = index_arrays(doc_ids, m, len(vocab), approx)
         params = {
             "scale": float(scale), "vocab_size": len(vocab), "vocab_hash": vocab_hash(vocab),
             "impact_dtype": dtype.name, "head_size": HEAD_SIZE,
             "approx": asdict(approx) if approx is not None else None, "encoder": dict(encoder or {}) or None,
         }  # fmt: skip
-        log.info("impact index: %d docs, %d terms, %d postings", len(doc_ids), len(vocab), len(docs))
+        log.info("impact index: %d docs, %d terms, %d postings", len(doc_ids), len(vocab), len(arrays["docs"]))
         return cls(arrays, list(vocab), params)
 
     @classmethod
@@ -281,6 +219,7 @@ class ImpactRetriever(Retriever):
         query_ids: Sequence[str] | None = None,
         mode: Literal["exact", "approx"] = "exact",
         engine: Literal["auto", "numba", "numpy"] = "auto",
+        approx: ApproxParams | None = None,
     ) -> list[Ranking]:
         """Top ``k`` documents by sparse dot product for each query vector.
 
@@ -288,85 +227,100 @@ class ImpactRetriever(Retriever):
             vectors: a (queries x vocab) CSR matrix, or one ``{term: weight}`` dict per query.
             k: hits per query.
             query_ids: ids for the rankings (default "0", "1", ...).
-            mode: ``"exact"`` (equals brute force) or ``"approx"`` (Seismic-style pruning).
-            engine: the compiled MaxScore (``numba``, extra ``fast``), the vectorized numpy one,
-                or ``auto`` (numba when installed). Both give the same rankings.
+            mode: ``"exact"`` (equals brute force) or ``"approx"`` (Seismic-style, numba only).
+            engine: the compiled kernels (``numba``, extra ``fast``), the vectorized numpy
+                MaxScore (exact mode only), or ``auto`` (numba when installed). Both exact
+                engines give the same rankings.
+            approx: search-time approximate parameters (``query_terms``, ``heap_factor``);
+                default: the ones the index was built with.
 
         Returns:
             One ranking per query; a query left without terms gets an empty ranking (logged).
 
         Raises:
-            InvalidInput: bad k, mode, ids or weights. IndexMismatch: a matrix of another width.
+            InvalidInput: bad k, mode, engine, ids or weights. IndexMismatch: a matrix of
+            another width. MissingDependency: approximate search without numba.
         """
+        q = self._query_matrix(vectors)
+        ids = [str(i) for i in range(q.shape[0])] if query_ids is None else list(query_ids)
+        if len(ids) != q.shape[0]:
+            raise InvalidInput(f"{len(ids)} query ids for {q.shape[0]} query vectors")
+        hits = self._search(q, k, mode, engine, approx, ids)
+        names, scores = self.doc_ids[np.maximum(hits.docs, 0)].tolist(), hits.scores.tolist()
+        # Hits arrive sorted by score desc, doc id asc (the id_rank tie-break, the same order
+        # Ranking.from_scores gives); building Ranking directly skips a second sort per query.
+        return [
+            Ranking(qid, tuple(names[i][:c]), tuple(scores[i][:c]))
+            for i, (qid, c) in enumerate(zip(ids, hits.counts.tolist(), strict=True))
+        ]
+
+    def search_arrays(
+        self,
+        vectors: sp.spmatrix | Sequence[Mapping[str, float]],
+        k: int = 10,
+        mode: Literal["exact", "approx"] = "exact",
+        engine: Literal["auto", "numba", "numpy"] = "auto",
+        approx: ApproxParams | None = None,
+    ) -> ImpactHits:
+        """:meth:`search_vectors` returning doc indexes and scores as arrays (no Ranking objects).
+
+        Doc index ``i`` is the document ``self.doc_ids[i]``. Same arguments and errors.
+        """
+        return self._search(self._query_matrix(vectors), k, mode, engine, approx, None)
+
+    def _query_matrix(self, vectors) -> sp.csr_matrix:
+        if self._term_index is None and not sp.issparse(vectors):
+            self._term_index = {t: i for i, t in enumerate(self.vocab)}
+        return vectors_to_csr(vectors, self.vocab, self._term_index)
+
+    def _search(self, q: sp.csr_matrix, k: int, mode: str, engine: str, approx: ApproxParams | None,
+                ids: list[str] | None) -> ImpactHits:  # fmt: skip
         if k < 1:
             raise InvalidInput(f"k must be >= 1, got {k}")
         if mode not in ("exact", "approx"):
             raise InvalidInput(f"unknown search mode {mode!r}; valid: exact, approx")
         if engine not in ("auto", "numba", "numpy"):
             raise InvalidInput(f"unknown engine {engine!r}; valid: auto, numba, numpy")
-        if mode == "approx" and self._pruned is None:
-            raise InvalidInput("this index was built without approximate-search lists (approx=None)")
-        if self._term_index is None and not sp.issparse(vectors):
-            self._term_index = {t: i for i, t in enumerate(self.vocab)}
-        q = vectors_to_csr(vectors, self.vocab, self._term_index)
-        ids = [str(i) for i in range(q.shape[0])] if query_ids is None else list(query_ids)
-        if len(ids) != q.shape[0]:
-            raise InvalidInput(f"{len(ids)} query ids for {q.shape[0]} query vectors")
-        if mode == "approx":
-            q = prune_rows(q, ApproxParams(**self.params["approx"]).query_terms)
+        if mode == "approx" and self.blocks is None:
+            raise InvalidInput("this index was built without approximate-search blocks (approx=None)")
+        if mode == "approx" and engine == "numpy":
+            raise InvalidInput("the approximate mode runs on the compiled engine only (engine='numba')")
         # Drop zero weights and terms no document has: they cannot score.
-        q = sp.csr_matrix(q.multiply(self.max_impact[None, :] > 0))
-        q.eliminate_zeros()
-        for i in np.flatnonzero(np.diff(q.indptr) == 0):
-            log.warning("query %s has no terms left that occur in the index (after pruning): no hits", ids[i])
-        use_numba = engine == "numba" or (engine == "auto" and _numba_available())
-        batch = q.shape[0] if use_numba else max(1, min(256, _ACC_CELLS // self.num_docs))
-        out: list[Ranking] = []
-        for start in range(0, q.shape[0], batch):
-            run = self._run_numba if use_numba else self._run_numpy
-            out.extend(self._rankings(ids[start : start + batch], *run(q[start : start + batch], k, mode)))
-        return out
-
-    def _run_numpy(self, q: sp.csr_matrix, k: int, mode: str):
-        approx = ApproxParams(**self.params["approx"]) if mode == "approx" else None
-        res = top_k_batch(
-            self.lookup, self.max_impact, self.heads, self.id_rank,
-            np.repeat(np.arange(q.shape[0]), np.diff(q.indptr)), q.indices.astype(np.int64), q.data,
-            q.shape[0], k, essential_lists=self._pruned if approx else None,
-            theta_boost=approx.theta_boost if approx else 1.0,
-        )  # fmt: skip
-        return res.docs, res.scores, res.bounds
-
-    def _run_numba(self, q: sp.csr_matrix, k: int, mode: str):
-        from .errors import require
-
+        keep = (q.data > 0) & (self.max_impact[q.indices] > 0)
+        indptr = np.zeros(q.shape[0] + 1, dtype=np.int64)
+        rows = np.repeat(np.arange(q.shape[0]), np.diff(q.indptr))
+        np.cumsum(np.bincount(rows[keep], minlength=q.shape[0]), out=indptr[1:])
+        terms, weights = q.indices[keep].astype(np.int64), q.data[keep].astype(np.float64)
+        for i in np.flatnonzero(np.diff(indptr) == 0):
+            log.warning("query %s has no terms left that occur in the index: no hits", ids[i] if ids else i)
+        if engine == "numpy" or (engine == "auto" and not _numba_available()):
+            if self._lookup is None:
+                self._lookup = Lookup(self.full, self.num_docs)
+            return ImpactHits(*top_k_arrays(self._lookup, self.max_impact, self.heads, self.id_rank, indptr, terms,
+                                            weights, k))  # fmt: skip
         require("numba", "fast")
-        from .impact_kernel import maxscore_batch
-        from .impact_search import _SLACK, BLOCK_SHIFT
+        from . import impact_kernel
 
-        approx = ApproxParams(**self.params["approx"]) if mode == "approx" else None
-        ess = self._pruned if approx else self.full
-        n, b = self.num_docs, q.shape[0]
-        out_docs, out_scores = np.zeros((b, k), dtype=np.int64), np.zeros((b, k))
-        counts = np.zeros(b, dtype=np.int64)
-        maxscore_batch(
-            self.full.indptr, self.full.docs, self.full.impacts, ess.indptr, ess.docs, ess.impacts,
-            self._pruned_floor if approx else np.zeros(len(self.vocab)), approx is None,
-            self.max_impact, self.lookup.slot, self.lookup.block_max, BLOCK_SHIFT, self.id_rank, q.indptr.astype(np.int64), q.indices.astype(np.int64), q.data.astype(np.float64), k,
-            approx.theta_boost if approx else 1.0, _SLACK, np.zeros(n), np.zeros(n, dtype=np.int64),
-            out_docs, out_scores, counts,
-        )  # fmt: skip
-        keep = np.arange(k)[None, :] < counts[:, None]
-        return out_docs[keep], out_scores[keep], np.r_[0, np.cumsum(counts)]
+        if mode == "exact":
+            f = self.full
+            return ImpactHits(*impact_kernel.exact_top_k(f.indptr, f.docs, f.impacts, self.id_rank, indptr,
+                                                         terms, weights, k))  # fmt: skip
+        built = ApproxParams(**self.params["approx"])
+        p = built.search_only(approx) if approx is not None else built
+        fwd, b = self.forward(), self.blocks
+        return ImpactHits(*impact_kernel.seismic_top_k(
+            b["term_blocks"], b["block_ptr"], b["block_docs"], b["summary_ptr"], b["summary_terms"],
+            b["summary_values"], b["summary_scale"], fwd.indptr, fwd.docs, fwd.impacts, self.id_rank,
+            self.max_impact, indptr, terms, weights, k, p.query_terms, p.heap_factor, _SLACK,
+        ))  # fmt: skip
 
-    def _rankings(self, ids: list[str], doc_index: np.ndarray, scores: np.ndarray, bounds: np.ndarray):
-        docs, scores = self.doc_ids[doc_index].tolist(), scores.tolist()
-        # Hits arrive sorted by score desc, doc id asc (the id_rank tie-break, the same order
-        # Ranking.from_scores gives); building Ranking directly skips a second sort per query.
-        return [
-            Ranking(qid, tuple(docs[lo:hi]), tuple(scores[lo:hi]))
-            for qid, lo, hi in zip(ids, bounds[:-1], bounds[1:], strict=True)
-        ]
+    def forward(self) -> Postings:
+        """The impacts by document (doc -> terms ascending), derived from the postings once."""
+        if self._forward is None:
+            m = self.document_matrix()
+            m.sort_indices()
+            self._forward = Postings(m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data)
+        return self._forward
 
     # -- persistence ---------------------------------------------------------------------
 
@@ -376,10 +330,7 @@ class ImpactRetriever(Retriever):
             "impacts": self.full.impacts, "max_impact": self.max_impact.astype(self.full.impacts.dtype),
             "head_indptr": self.heads.indptr, "head_docs": self.heads.docs, "head_impacts": self.heads.impacts,
         }  # fmt: skip
-        if self._pruned is not None:
-            arrays.update(pruned_indptr=self._pruned.indptr, pruned_docs=self._pruned.docs,
-                          pruned_impacts=self._pruned.impacts)  # fmt: skip
-        return arrays
+        return {**arrays, **(self.blocks or {})}
 
     def save(self, path: str | Path) -> None:
         write_index(path, self.kind, FORMAT_VERSION, self.params, self.num_docs, self._arrays(),

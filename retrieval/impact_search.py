@@ -19,9 +19,8 @@ document (at SciFact scale a loop would cost more than the scoring it saves):
 Every document that could tie the k-th score survives to step 5, so the output equals a
 brute-force sparse dot product ranked by :meth:`Ranking.from_scores`, ties included.
 
-The approximate mode (Seismic's ideas, on the same kernel) accumulates step 3 over
-statically pruned posting lists, keeps only the heaviest query terms, and raises
-``theta`` by a factor for the pruning decisions, trading recall for speed.
+This is the engine used without numba (exact mode only); with numba the compiled kernels
+of :mod:`retrieval.impact_kernel` run instead.
 """
 
 from __future__ import annotations
@@ -33,8 +32,6 @@ import numpy as np
 # Float query weights make sums order-dependent in the last bits; pruning decisions use a
 # bound lowered by this relative slack so rounding never drops a document that ties.
 _SLACK = 1e-9
-#: log2 of the block size (in doc indexes) of the block-max bounds.
-BLOCK_SHIFT = 6
 
 
 @dataclass(frozen=True)
@@ -134,14 +131,6 @@ class Lookup:
             lo, hi = full.indptr[t], full.indptr[t + 1]
             self.dense[i, full.docs[lo:hi]] = full.impacts[lo:hi]
 
-        # Block maxima of the same common terms (blocks of 2**BLOCK_SHIFT doc indexes): a
-        # per-document bound much tighter than the term's global maximum.
-        n_blocks = (n_docs >> BLOCK_SHIFT) + 1
-        self.block_max = np.zeros((len(common), n_blocks), dtype=full.impacts.dtype)
-        for i, t in enumerate(common.tolist()):
-            lo, hi = full.indptr[t], full.indptr[t + 1]
-            np.maximum.at(self.block_max[i], full.docs[lo:hi] >> BLOCK_SHIFT, full.impacts[lo:hi])
-
     def __call__(self, terms: np.ndarray, docs: np.ndarray) -> np.ndarray:
         out = np.zeros(len(terms), dtype=np.float64)
         slot = self.slot[terms]
@@ -176,10 +165,8 @@ def top_k_batch(
     weights: np.ndarray,
     n_rows: int,
     k: int,
-    essential_lists: Postings | None = None,
-    theta_boost: float = 1.0,
 ) -> BatchResult:
-    """Exact (or, with pruned ``essential_lists`` / ``theta_boost`` > 1, approximate) top k.
+    """Exact top k of a batch of queries (MaxScore, vectorized).
 
     Args:
         lookup: impact lookups in the index's full posting lists.
@@ -189,13 +176,10 @@ def top_k_batch(
         rows, terms, weights: the batch's query terms, flat, rows ascending, weights > 0.
         n_rows: queries in the batch.
         k: hits per query.
-        essential_lists: lists that nominate candidates (default: the full lists).
-        theta_boost: multiplies the bound for pruning decisions (1 = exact).
     """
     n_docs = len(id_rank)
     weights = weights.astype(np.float64)
     bound = theta_lower_bound(heads, rows, terms, weights, n_rows, n_docs, k) * (1.0 - _SLACK)
-    prune_at = bound * theta_boost
 
     # Non-essential terms: the longest prefix (by upper bound, ascending) summing below theta.
     ub = weights * max_impact[terms]
@@ -204,16 +188,15 @@ def top_k_batch(
     csum = np.cumsum(ub)
     first = np.r_[True, rows[1:] != rows[:-1]] if len(rows) else np.zeros(0, bool)
     before_row = np.maximum.accumulate(np.where(first, csum - ub, 0.0)) if len(rows) else csum
-    non_essential = (csum - before_row) < prune_at[rows]
+    non_essential = (csum - before_row) < bound[rows]
     ne_bound = np.bincount(rows[non_essential], ub[non_essential], minlength=n_rows)
     ess = ~non_essential
 
-    lists = essential_lists or lookup.full
-    keys, values, key_rows = _gather(lists, rows[ess], terms[ess], weights[ess], n_docs)
+    keys, values, key_rows = _gather(lookup.full, rows[ess], terms[ess], weights[ess], n_docs)
     acc = np.bincount(keys, values, minlength=n_rows * n_docs)
 
     # Candidates: essential score + what the non-essential terms could add reaches theta.
-    passing = keys[acc[keys] + ne_bound[key_rows] >= prune_at[key_rows]]
+    passing = keys[acc[keys] + ne_bound[key_rows] >= bound[key_rows]]
     if len(passing) * 8 < n_rows * n_docs:
         cand = np.unique(passing)
     else:  # a dense mask dedupes large sets faster than a sort
@@ -222,17 +205,13 @@ def top_k_batch(
         cand = np.flatnonzero(mask)
     cand_row = cand // n_docs
     cand_doc = cand - cand_row * n_docs
-    if lists is lookup.full:
-        scores = acc[cand]
-    else:  # pruned lists only nominate candidates; their essential scores are made exact here
-        scores = _complete(lookup, cand_row, cand_doc, rows[ess], terms[ess], weights[ess], n_rows)
+    scores = acc[cand]
     # Essential scores are lower bounds of true scores, so the k-th best of any subset of
     # them is a bound too: ranking only those already above theta keeps the sort small.
     top = scores >= bound[cand_row]
     kth = _kth_per_row(cand_row[top], scores[top], n_rows, k) * (1.0 - _SLACK)
     bound = np.maximum(bound, kth)
-    prune_at = np.maximum(prune_at, kth * theta_boost)
-    alive = scores + ne_bound[cand_row] >= prune_at[cand_row]
+    alive = scores + ne_bound[cand_row] >= bound[cand_row]
     cand_row, cand_doc, scores = cand_row[alive], cand_doc[alive], scores[alive]
 
     # Complete the survivors with their non-essential impacts.
@@ -249,3 +228,30 @@ def top_k_batch(
     top = rank < k
     cand_row, cand_doc, scores = cand_row[top], cand_doc[top], scores[top]
     return BatchResult(cand_row, cand_doc, scores, _segment_starts(cand_row, n_rows))
+
+
+#: Dense accumulator budget per batch (queries x documents cells).
+_ACC_CELLS = 1 << 19
+
+
+def top_k_arrays(lookup: Lookup, max_impact: np.ndarray, heads: Postings, id_rank: np.ndarray,
+                 indptr: np.ndarray, terms: np.ndarray, weights: np.ndarray, k: int):  # fmt: skip
+    """:func:`top_k_batch` over CSR query arrays in memory-bounded batches.
+
+    Returns:
+        (docs (n, k) int64 with -1 past each count, scores (n, k), counts), like the compiled kernels.
+    """
+    n, n_docs = len(indptr) - 1, len(id_rank)
+    docs, scores, counts = np.full((n, k), -1, dtype=np.int64), np.zeros((n, k)), np.zeros(n, dtype=np.int64)
+    rows = np.repeat(np.arange(n), np.diff(indptr))
+    batch = max(1, min(256, _ACC_CELLS // n_docs))
+    for start in range(0, n, batch):
+        stop = min(n, start + batch)
+        sel = slice(indptr[start], indptr[stop])
+        res = top_k_batch(lookup, max_impact, heads, id_rank, rows[sel] - start, terms[sel], weights[sel],
+                          stop - start, k)  # fmt: skip
+        row = res.rows + start
+        col = np.arange(len(row)) - res.bounds[res.rows]
+        docs[row, col], scores[row, col] = res.docs, res.scores
+        counts[start:stop] = np.diff(res.bounds)
+    return docs, scores, counts

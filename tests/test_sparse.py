@@ -165,25 +165,6 @@ def test_dict_queries_save_load_and_scale(tmp_path, caplog):
     assert loaded.search_vectors(q, 10) == index.search_vectors(q, 10)
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_approx_recall_and_no_pruning_equals_exact(engine):
-    index, ids, docs, vocab = _random_index(3, n=2000, v=300, max_impact=200)
-    rng = np.random.default_rng(5)
-    queries = sp.random(
-        50, len(vocab), density=0.04, random_state=rng, data_rvs=lambda s: rng.integers(1, 50, s)
-    )
-    exact = index.search_vectors(queries.tocsr(), 10, engine=engine)
-    assert exact == _brute(ids, docs, queries.tocsr(), 10)
-    approx = index.search_vectors(queries.tocsr(), 10, mode="approx", engine=engine)
-    recall = np.mean(
-        [len(set(a.doc_ids) & set(e.doc_ids)) / len(e.doc_ids) for a, e in zip(approx, exact, strict=True)]
-    )
-    assert 0.8 <= recall <= 1.0
-    lossless = ApproxParams(postings_fraction=1.0, query_terms=1000, theta_boost=1.0)
-    index2, *_ = _random_index(3, n=2000, v=300, max_impact=200, approx=lossless)
-    assert index2.search_vectors(queries.tocsr(), 10, mode="approx", engine=engine) == exact
-
-
 def test_bad_inputs(caplog):
     index, ids, docs, vocab = _random_index(1)
     with pytest.raises(IndexMismatch, match="dimensions"):
@@ -194,6 +175,12 @@ def test_bad_inputs(caplog):
         index.search([Query("q", "text")], 10)
     with pytest.raises(InvalidInput, match="k must be"):
         index.search_vectors([{"t1": 1.0}], 0)
+    with pytest.raises(InvalidInput, match="compiled engine only"):
+        index.search_vectors([{"t1": 1.0}], 10, mode="approx", engine="numpy")
+    with pytest.raises(InvalidInput, match="query ids"):
+        index.search_vectors([{"t1": 1.0}], 10, ["a", "b"])
+    with pytest.raises(InvalidInput, match="heap_factor"):
+        ApproxParams(heap_factor=1.5)
     with caplog.at_level(logging.WARNING):
         out = index.search_vectors([{"unknown": 1.0}, {"t1": 1.0}], 10, ["empty", "ok"])
     assert len(out[0]) == 0 and len(out[1]) > 0

@@ -1,0 +1,120 @@
+"""The impact index's approximate mode, after Seismic (Bruch, Nardini, Rulli, Venturini, SIGIR 2024).
+
+Built once from the posting lists:
+
+1. Static pruning: each term keeps its heaviest postings, ``postings_fraction`` of its list,
+   clipped to [``min_postings``, ``max_postings``] (Seismic's ``n_postings``).
+2. Blocks: each kept list is cut into blocks of ``block_size`` postings taken in impact
+   order (Seismic clusters documents; consecutive impacts are a cheap stand-in that makes
+   the block's bound on its own term tight, so low-impact blocks are skipped first).
+3. Summaries: per block, the maximum impact of every term over its documents, cut to the
+   heaviest terms holding ``summary_energy`` of its mass and quantized to 8 bits with one
+   scale per block.
+
+At search time (:func:`retrieval.impact_kernel.seismic_top_k`) only the ``query_terms``
+query terms that can add the most (weight x maximum impact) are followed; a block is
+skipped when its summary's dot product with the query is below ``heap_factor`` x the
+current k-th score; the documents of the other blocks are scored exactly through a
+forward index.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import InvalidInput
+from .impact_search import Postings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ApproxParams:
+    """Seismic-style approximation knobs (the first four shape the index, the last two the search).
+
+    Args:
+        postings_fraction: static pruning: the share of each term's list kept, heaviest first.
+        min_postings: a kept list holds at least this many postings (or all it has).
+        max_postings: and at most this many (Seismic's ``n_postings``).
+        block_size: postings per block.
+        summary_energy: share of a block summary's L1 mass kept (1: summaries bound the block).
+        query_terms: query term cut: only the lists of the query terms with the largest
+            weight x maximum impact are read (the weight alone is flat for bag-of-words queries).
+        heap_factor: a block is read when its summary score reaches this x the k-th best score
+            so far (lower: more blocks read, higher recall).
+    """
+
+    postings_fraction: float = 0.1
+    min_postings: int = 64
+    max_postings: int = 4096
+    block_size: int = 16
+    summary_energy: float = 1.0
+    query_terms: int = 16
+    heap_factor: float = 0.9
+
+    def __post_init__(self):
+        if not 0 < self.postings_fraction <= 1 or not 1 <= self.min_postings <= self.max_postings:
+            raise InvalidInput("postings_fraction must be in (0, 1] and 1 <= min_postings <= max_postings")
+        if self.block_size < 1 or not 0 < self.summary_energy <= 1:
+            raise InvalidInput("block_size must be >= 1 and summary_energy in (0, 1]")
+        if self.query_terms < 1 or not 0 < self.heap_factor <= 1:
+            raise InvalidInput("query_terms must be >= 1 and heap_factor in (0, 1]")
+
+    def search_only(self, other: ApproxParams) -> ApproxParams:
+        """These build parameters with ``other``'s search parameters (query_terms, heap_factor)."""
+        return ApproxParams(**{**self.__dict__, "query_terms": other.query_terms, "heap_factor": other.heap_factor})
+
+
+#: Arrays of the approximate mode, saved with the index.
+BLOCK_ARRAYS = ("term_blocks", "block_ptr", "block_docs", "summary_ptr", "summary_terms", "summary_values",
+                "summary_scale")  # fmt: skip
+
+
+def term_ranks(full: Postings) -> tuple[np.ndarray, np.ndarray]:
+    """Postings ordered by term, impact descending, doc ascending; and each one's rank in its term."""
+    term = np.repeat(np.arange(len(full.indptr) - 1), np.diff(full.indptr))
+    order = np.lexsort((full.docs, -full.impacts.astype(np.int64), term))
+    return order, np.arange(len(order)) - full.indptr[term[order]]
+
+
+def build_blocks(full: Postings, forward: Postings, params: ApproxParams,
+                 ranks: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, np.ndarray]:  # fmt: skip
+    """The pruned, blocked lists and their summaries (:data:`BLOCK_ARRAYS`).
+
+    Args:
+        full: the index's posting lists (term -> docs ascending).
+        forward: the same impacts by document (doc -> terms ascending).
+        params: the pruning and blocking parameters.
+        ranks: :func:`term_ranks` of ``full`` when the caller has it already.
+    """
+    from .impact_kernel import AVAILABLE, block_summaries
+
+    if not AVAILABLE:
+        log.warning("numba is not installed: block summaries are built in plain Python (slow); "
+                    "pip install 'cascade-search[fast]'")  # fmt: skip
+    lengths = np.diff(full.indptr)
+    kept = np.minimum(lengths, np.clip(np.ceil(lengths * params.postings_fraction), params.min_postings,
+                                       params.max_postings).astype(np.int64))  # fmt: skip
+    order, rank = ranks if ranks is not None else term_ranks(full)
+    term = np.repeat(np.arange(len(lengths)), lengths)[order]
+    sel = rank < kept[term]
+    order, rank, term = order[sel], rank[sel], term[sel]  # kept postings, by term then impact
+    n_blocks = -(-kept // params.block_size)
+    term_blocks = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(n_blocks, out=term_blocks[1:])
+    block = term_blocks[term] + rank // params.block_size
+    # docs ascending inside a block: its forward rows are then read in memory order
+    inner = np.lexsort((full.docs[order], block))
+    block_docs = full.docs[order][inner].astype(np.int32)
+    block_ptr = np.zeros(term_blocks[-1] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(block, minlength=term_blocks[-1]), out=block_ptr[1:])
+    s_ptr, s_terms, s_values, s_scale = block_summaries(
+        block_ptr, block_docs, forward.indptr, forward.docs, forward.impacts, len(lengths), params.summary_energy
+    )
+    log.info("approximate lists: %d of %d postings kept, %d blocks, %d summary entries",
+             len(block_docs), len(full.docs), len(block_ptr) - 1, len(s_terms))  # fmt: skip
+    return dict(zip(BLOCK_ARRAYS, (term_blocks, block_ptr, block_docs, s_ptr, s_terms, s_values, s_scale),
+                    strict=True))  # fmt: skip
