@@ -73,10 +73,10 @@ def _brute(doc_ids, docs: sp.csr_matrix, queries: sp.csr_matrix, k: int) -> list
     ]
 
 
-def _random_index(seed, n=300, v=60, max_impact=5, approx=None):
+def _random_index(seed, n=300, v=60, max_impact=5, approx=None, density=0.15):
     rng = np.random.default_rng(seed)
     docs = sp.random(
-        n, v, density=0.15, random_state=rng, data_rvs=lambda s: rng.integers(1, max_impact + 1, s)
+        n, v, density=density, random_state=rng, data_rvs=lambda s: rng.integers(1, max_impact + 1, s)
     )
     ids = [f"d{rng.integers(10**6)}-{i}" for i in range(n)]  # id order differs from row order
     vocab = [f"t{i}" for i in range(v)]
@@ -147,6 +147,28 @@ def test_exact_search_equals_brute_force_with_ties(seed, engine):
     )
     queries = queries.tocsr()
     for k in (1, 5, 10, 100):
+        assert index.search_vectors(queries, k, engine=engine) == _brute(ids, docs, queries, k)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_exact_search_equals_brute_force_few_and_many_postings(engine):
+    # Rare terms touch a few documents (the kernel ranks the touched ones), common ones
+    # most of them (it ranks chunks of 8 whose maximum can reach the k-th score).
+    rng = np.random.default_rng(7)
+    n = 1001  # not a multiple of the chunk size
+    rare = sp.random(n, 400, density=0.01, random_state=rng, data_rvs=lambda s: rng.integers(1, 4, s))
+    common = sp.random(n, 3, density=0.7, random_state=rng, data_rvs=lambda s: rng.integers(1, 4, s))
+    docs = sp.hstack([rare, common]).tocsr()
+    ids = [f"d{rng.integers(10**6)}-{i}" for i in range(n)]
+    index = ImpactRetriever.from_vectors(ids, docs, [f"t{i}" for i in range(403)], 1.0)
+    rows = [rng.choice(400, 3, replace=False) for _ in range(20)] + [np.r_[400, 401, 402, i] for i in range(5)]
+    queries = sp.csr_matrix(
+        (np.concatenate([rng.integers(1, 3, len(r)) for r in rows]).astype(float),
+         np.concatenate(rows), np.r_[0, np.cumsum([len(r) for r in rows])]), shape=(len(rows), 403),
+    )  # fmt: skip
+    postings = (queries > 0).astype(int) @ np.diff(docs.tocsc().indptr)
+    assert (postings[:20] * 4 < n).all() and (postings[20:] * 4 > n).all()  # both kernel paths run
+    for k in (1, 3, 10, 50):
         assert index.search_vectors(queries, k, engine=engine) == _brute(ids, docs, queries, k)
 
 
