@@ -62,7 +62,7 @@ def _int4_to_long(i: np.ndarray) -> np.ndarray:
     return np.where(shift == -1, bits, (bits | 0x08) << np.maximum(shift, 0))
 
 
-def bm25_kernel_available() -> bool:
+def _compiled_available() -> bool:
     from .impact_kernel import AVAILABLE
 
     return AVAILABLE
@@ -149,7 +149,7 @@ class BM25Retriever(Retriever):
         self.analyzer = analyzer
         self.k1, self.b, self.variant = float(k1), float(b), variant
         self._stats: CollectionStats | None = None
-        self._matrix = self._weight_matrix()
+        self._set_weights()
 
     # -- build ---------------------------------------------------------------------------
 
@@ -212,7 +212,11 @@ class BM25Retriever(Retriever):
         if missing:
             raise InvalidInput(f"collection stats lack {len(missing)} of this index's terms, e.g. {missing[0]!r}")
         self._stats = stats
+        self._set_weights()
+
+    def _set_weights(self) -> None:
         self._matrix = self._weight_matrix()
+        self._positive_weights = bool(self._matrix.nnz == 0 or self._matrix.data.min() > 0)
 
     def _weight_matrix(self) -> sp.csr_matrix:
         stats = self._stats
@@ -251,7 +255,7 @@ class BM25Retriever(Retriever):
             vals.extend(counts.values())
             indptr.append(len(cols))
         return sp.csr_matrix(
-            (np.asarray(vals, dtype=np.float32), np.asarray(cols, dtype=np.int32), np.asarray(indptr)),
+            (np.asarray(vals, dtype=np.float64), np.asarray(cols, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
             shape=(len(queries), len(self.vocab)),
         )
 
@@ -264,24 +268,27 @@ class BM25Retriever(Retriever):
             raise InvalidInput(f"k must be >= 1, got {k}")
         if engine not in ("auto", "numba", "scipy"):
             raise InvalidInput(f"unknown engine {engine!r}; valid: auto, numba, scipy")
-        use_numba = engine == "numba" or (engine == "auto" and bm25_kernel_available())
+        # the compiled kernel marks unseen documents by a zero score, so it needs weights > 0
+        # (always so for Lucene's idf; a corpus-wide Okapi floor could break it)
+        use_numba = engine == "numba" or (engine == "auto" and _compiled_available())
+        use_numba = use_numba and self._positive_weights
         out = []
+        m = self._matrix
         for start in range(0, len(queries), batch_size):
             batch = queries[start : start + batch_size]
             qm = self.query_matrix(batch)
             if use_numba:
-                from .bm25_kernel import score_top_k
+                from .impact_kernel import exact_top_k
 
-                m = self._matrix
-                docs, scores, counts = score_top_k(
-                    qm.indptr, qm.indices, qm.data, m.indptr, m.indices, m.data, self.num_docs, k, self._id_ranks
-                )
+                docs, scores, counts = exact_top_k(m.indptr, m.indices, m.data, self._id_ranks, qm.indptr,
+                                                   qm.indices, qm.data, k)  # fmt: skip
                 out.extend(
                     ranking_from_arrays(q.id, docs[i, : counts[i]], scores[i, : counts[i]], self._id_list)
                     for i, q in enumerate(batch)
                 )
             else:
-                scores = (qm @ self._matrix).tocsr()
+                # float64 products summed in the query's term order: the kernel's exact sums
+                scores = (qm @ m).tocsr()  # upcast: float64 products
                 out.extend(top_k_sparse_rows([q.id for q in batch], scores, self._id_list, self._id_ranks, k))
         return out
 

@@ -45,30 +45,6 @@ except ImportError:  # pragma: no cover - callers require numba for the hot path
 AVAILABLE = numba is not None
 
 
-@_jit
-def _offer(r, d, s, k, id_rank, out_docs, out_scores, count):
-    """Insert (d, s) into row r's sorted top-k of 2-D output arrays; returns the new count."""
-    m = count
-    if m == k:
-        ls, ld = out_scores[r, k - 1], out_docs[r, k - 1]
-        if s < ls or (s == ls and id_rank[d] > id_rank[ld]):
-            return m
-        pos = k - 1
-    else:
-        pos = m
-        m += 1
-    while pos > 0 and (
-        out_scores[r, pos - 1] < s
-        or (out_scores[r, pos - 1] == s and id_rank[out_docs[r, pos - 1]] > id_rank[d])
-    ):
-        out_scores[r, pos] = out_scores[r, pos - 1]
-        out_docs[r, pos] = out_docs[r, pos - 1]
-        pos -= 1
-    out_scores[r, pos] = s
-    out_docs[r, pos] = d
-    return m
-
-
 @_inline
 def _insert(best_s, best_d, m, k, d, s, id_rank):
     """Insert (d, s) into a sorted top-k buffer holding ``m`` hits; returns the new count.
@@ -104,9 +80,18 @@ def _chunk_max(acc, d0):
     return a0 if a0 > a2 else a2
 
 
+#: Up to this k, selections insert into a sorted buffer (a few shifts per insert); above it
+#: they partition (linear) and sort only the k kept.
+_SMALL_K = 32
+
+
 @_inline
 def _kth_largest(values, n, k, buf):
-    """The k-th largest of ``values[:n]`` (0 when n < k), through a sorted buffer of k."""
+    """The k-th largest of ``values[:n]``; 0 when there are fewer than k."""
+    if n < k:
+        return 0.0
+    if k > _SMALL_K:
+        return np.partition(values[:n], n - k)[n - k]
     nb = 0
     for i in range(n):
         v = values[i]
@@ -121,12 +106,61 @@ def _kth_largest(values, n, k, buf):
             buf[pos] = buf[pos - 1]
             pos -= 1
         buf[pos] = v
-    return buf[k - 1] if nb == k else 0.0
+    return buf[k - 1]
+
+
+@_inline
+def _select(cand_d, cand_s, nc, k, id_rank, out_d, out_s):
+    """Write the top ``k`` of the ``nc`` candidates, by score desc then ``id_rank`` asc, into
+    ``out_d``/``out_s`` (1-D, length >= k); returns how many."""
+    if k <= _SMALL_K:
+        m, kth = 0, -1.0
+        for i in range(nc):
+            s = cand_s[i]
+            if s >= kth:  # the k-th score so far in a local: the compiled loop keeps it in a register
+                m = _insert(out_s, out_d, m, k, cand_d[i], s, id_rank)
+                if m == k:
+                    kth = out_s[k - 1]
+        return m
+    kth = _kth_largest(cand_s, nc, k, out_s)
+    keep = np.empty(min(nc, k), dtype=np.int64)
+    m = 0
+    if nc > k:
+        # strictly above the k-th score always; at it, the lowest id ranks fill what is left
+        ties = np.empty(nc, dtype=np.int64)
+        n_ties = 0
+        for i in range(nc):
+            if cand_s[i] > kth:
+                keep[m] = i
+                m += 1
+            elif cand_s[i] == kth:
+                ties[n_ties] = i
+                n_ties += 1
+        ties = ties[:n_ties]
+        ties = ties[np.argsort(id_rank[cand_d[ties]], kind="mergesort")]
+        for i in range(min(k - m, n_ties)):
+            keep[m] = ties[i]
+            m += 1
+    else:
+        for i in range(nc):
+            keep[i] = i
+        m = nc
+    keep = keep[:m]
+    keep = keep[np.argsort(id_rank[cand_d[keep]], kind="mergesort")]  # ids first: the stable
+    keep = keep[np.argsort(-cand_s[keep], kind="mergesort")]  # sort by score keeps their order
+    for i in range(m):
+        out_d[i] = cand_d[keep[i]]
+        out_s[i] = cand_s[keep[i]]
+    return m
 
 
 @_jit
 def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k):
-    """Exact top ``k`` of every query row: (docs (n, k) int64, scores (n, k) float64, counts)."""
+    """Exact top ``k`` of every query row: (docs (n, k) int64, scores (n, k) float64, counts).
+
+    Impacts and query weights must be > 0 (a zero cell of the accumulator marks an unseen
+    document); impacts of any numeric dtype, summed in float64.
+    """
     n_q, n_docs = len(q_indptr) - 1, len(id_rank)
     out_docs = np.full((n_q, k), -1, dtype=np.int64)
     out_scores = np.zeros((n_q, k))
@@ -134,18 +168,19 @@ def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k)
     n_chunks = (n_docs + 7) // 8
     acc = np.zeros(n_chunks * 8)  # padded to whole chunks of 8
     chunk_max = np.empty(n_chunks)
-    touched = np.empty(n_docs + 1, dtype=np.int64)
-    best_s, best_d, buf = np.empty(k), np.empty(k, dtype=np.int64), np.empty(k)
+    cand_d = np.empty(n_docs + 1, dtype=np.int64)
+    cand_s = np.empty(n_docs + 1)
+    buf, best_s, best_d = np.empty(k), np.empty(k), np.empty(k, dtype=np.int64)
     for r in range(n_q):
         lo, hi = q_indptr[r], q_indptr[r + 1]
         n_postings = 0
         for j in range(lo, hi):
             n_postings += indptr[q_terms[j] + 1] - indptr[q_terms[j]]
-        m, kth = 0, -1.0
+        nc = 0
         if n_postings * 4 > n_docs:
-            # Most documents are touched: accumulate without bookkeeping, then select over
-            # chunks of 8. The k-th largest chunk maximum bounds the k-th score from below
-            # (k chunks each hold a document that high), so only chunks reaching it are read.
+            # Most documents are touched: accumulate without bookkeeping, then read chunks
+            # of 8. The k-th largest chunk maximum bounds the k-th score from below (k chunks
+            # each hold a document that high), so only chunks reaching it hold candidates.
             for j in range(lo, hi):
                 t, w = q_terms[j], q_weights[j]
                 for p in range(indptr[t], indptr[t + 1]):
@@ -155,35 +190,29 @@ def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k)
             theta = _kth_largest(chunk_max, n_chunks, k, buf)
             for c in range(n_chunks):
                 if chunk_max[c] > 0.0 and chunk_max[c] >= theta:
-                    for d in range(8 * c, min(8 * c + 8, n_docs)):
+                    for d in range(8 * c, 8 * c + 8):
                         s = acc[d]
-                        if s > 0.0 and s >= theta and s >= kth:
-                            m = _insert(best_s, best_d, m, k, d, s, id_rank)
-                            if m == k:
-                                kth = best_s[k - 1]
+                        if s > 0.0 and s >= theta:
+                            cand_d[nc] = d
+                            cand_s[nc] = s
+                            nc += 1
             acc[:] = 0.0
         else:
-            nt = 0
             for j in range(lo, hi):
                 t, w = q_terms[j], q_weights[j]
                 for p in range(indptr[t], indptr[t + 1]):
                     d = docs[p]
-                    # weights and impacts are > 0, so a zero cell is a first visit; recording
-                    # it without a branch keeps the loop free of mispredictions
-                    touched[nt] = d
-                    nt += acc[d] == 0.0
+                    # a zero cell is a first visit; recording it without a branch keeps the
+                    # loop free of mispredictions
+                    cand_d[nc] = d
+                    nc += acc[d] == 0.0
                     acc[d] += w * impacts[p]
-            for i in range(nt):
-                d = touched[i]
-                s = acc[d]
-                acc[d] = 0.0
-                # the k-th score so far in a local: the compiled loop then keeps it in a register
-                if s >= kth:
-                    m = _insert(best_s, best_d, m, k, d, s, id_rank)
-                    if m == k:
-                        kth = best_s[k - 1]
-        out_scores[r, :m] = best_s[:m]
+            for i in range(nc):
+                cand_s[i] = acc[cand_d[i]]
+                acc[cand_d[i]] = 0.0
+        m = _select(cand_d, cand_s, nc, k, id_rank, best_d, best_s)
         out_docs[r, :m] = best_d[:m]
+        out_scores[r, :m] = best_s[:m]
         counts[r] = m
     return out_docs, out_scores, counts
 
