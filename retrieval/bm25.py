@@ -33,7 +33,7 @@ from .base import Retriever
 from .errors import InvalidInput
 from .progress import progress
 from .storage import read_index, write_index
-from .topk import id_ranks, ranking_from_arrays, top_k_sparse_rows
+from .topk import id_ranks, rankings_from_rows, top_k_sparse_rows
 from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
@@ -249,9 +249,14 @@ class BM25Retriever(Retriever):
         Repeated query terms count as often as they occur, like Anserini's bag-of-words query.
         """
         indptr, cols, vals = [0], [], []
+        term_index = self.term_index
         for q in queries:
-            counts = Counter(t for t in self.analyzer(q.text) if t in self.term_index)
-            cols.extend(self.term_index[t] for t in counts)
+            counts: dict[int, int] = {}
+            for term in self.analyzer(q.text):
+                col = term_index.get(term)
+                if col is not None:
+                    counts[col] = counts.get(col, 0) + 1
+            cols.extend(counts)
             vals.extend(counts.values())
             indptr.append(len(cols))
         return sp.csr_matrix(
@@ -282,10 +287,7 @@ class BM25Retriever(Retriever):
 
                 docs, scores, counts = exact_top_k(m.indptr, m.indices, m.data, self._id_ranks, qm.indptr,
                                                    qm.indices, qm.data, k)  # fmt: skip
-                out.extend(
-                    ranking_from_arrays(q.id, docs[i, : counts[i]], scores[i, : counts[i]], self._id_list)
-                    for i, q in enumerate(batch)
-                )
+                out.extend(rankings_from_rows([q.id for q in batch], docs, scores, counts, self._id_list))
             else:
                 # float64 products summed in the query's term order: the kernel's exact sums
                 scores = (qm @ m).tocsr()  # upcast: float64 products

@@ -32,7 +32,7 @@ from .impact_build import HEAD_SIZE, index_arrays
 from .impact_search import _SLACK, Lookup, Postings, top_k_arrays
 from .sparse_vectors import check_vocab, vectors_to_csr, vocab_hash
 from .storage import read_index, write_index
-from .topk import id_ranks
+from .topk import id_ranks, rankings_from_rows
 from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
@@ -75,6 +75,7 @@ class ImpactRetriever(Retriever):
         self.vocab = vocab
         self.params = dict(params)
         self.doc_ids = arrays["doc_ids"]
+        self._doc_id_list: list[str] = self.doc_ids.tolist()
         self.full = Postings(arrays["indptr"], arrays["docs"], arrays["impacts"])
         self.heads = Postings(arrays["head_indptr"], arrays["head_docs"], arrays["head_impacts"])
         self.max_impact = np.asarray(arrays["max_impact"], dtype=np.float64)
@@ -246,13 +247,9 @@ class ImpactRetriever(Retriever):
         if len(ids) != q.shape[0]:
             raise InvalidInput(f"{len(ids)} query ids for {q.shape[0]} query vectors")
         hits = self._search(q, k, mode, engine, approx, ids)
-        names, scores = self.doc_ids[np.maximum(hits.docs, 0)].tolist(), hits.scores.tolist()
         # Hits arrive sorted by score desc, doc id asc (the id_rank tie-break, the same order
-        # Ranking.from_scores gives); building Ranking directly skips a second sort per query.
-        return [
-            Ranking(qid, tuple(names[i][:c]), tuple(scores[i][:c]))
-            for i, (qid, c) in enumerate(zip(ids, hits.counts.tolist(), strict=True))
-        ]
+        # Ranking.from_scores gives): no second sort per query.
+        return rankings_from_rows(ids, hits.docs, hits.scores, hits.counts, self._doc_id_list)
 
     def search_arrays(
         self,

@@ -81,36 +81,58 @@ def _chunk_max(acc, d0):
 
 
 #: Up to this k, selections insert into a sorted buffer (a few shifts per insert); above it
-#: they partition (linear) and sort only the k kept.
+#: a histogram finds a bound of the k-th score (linear) and only what reaches it is sorted.
 _SMALL_K = 32
 
 
+_BINS = 256
+
+
 @_inline
-def _kth_largest(values, n, k, buf):
-    """The k-th largest of ``values[:n]``; 0 when there are fewer than k."""
+def _kth_bound(values, n, k, buf):
+    """A lower bound of the k-th largest of ``values[:n]`` (0 when there are fewer than k):
+    exact up to ``_SMALL_K`` (a sorted buffer), else the lower edge of the histogram bin
+    where the count from the top reaches k (linear, at most a bin's width low)."""
     if n < k:
         return 0.0
-    if k > _SMALL_K:
-        return np.partition(values[:n], n - k)[n - k]
-    nb = 0
+    if k <= _SMALL_K:
+        nb = 0
+        for i in range(n):
+            v = values[i]
+            if nb < k:
+                pos = nb
+                nb += 1
+            elif v > buf[k - 1]:
+                pos = k - 1
+            else:
+                continue
+            while pos > 0 and buf[pos - 1] < v:
+                buf[pos] = buf[pos - 1]
+                pos -= 1
+            buf[pos] = v
+        return buf[k - 1]
+    lo, hi = values[0], values[0]
     for i in range(n):
         v = values[i]
-        if nb < k:
-            pos = nb
-            nb += 1
-        elif v > buf[k - 1]:
-            pos = k - 1
-        else:
-            continue
-        while pos > 0 and buf[pos - 1] < v:
-            buf[pos] = buf[pos - 1]
-            pos -= 1
-        buf[pos] = v
-    return buf[k - 1]
+        lo = v if v < lo else lo
+        hi = v if v > hi else hi
+    if hi <= lo:
+        return lo
+    hist = np.zeros(_BINS + 1, dtype=np.int64)
+    scale = _BINS / (hi - lo)
+    for i in range(n):
+        hist[int((values[i] - lo) * scale)] += 1
+    total = 0
+    for b in range(_BINS, -1, -1):
+        total += hist[b]
+        if total >= k:
+            # every value in bins >= b is >= this edge; step one ulp-ish down against rounding
+            return max(lo, lo + (b - 1) / scale) if b > 0 else lo
+    return lo
 
 
 @_inline
-def _select(cand_d, cand_s, nc, k, id_rank, out_d, out_s):
+def _select(cand_d, cand_s, nc, k, id_rank, out_d, out_s, buf):
     """Write the top ``k`` of the ``nc`` candidates, by score desc then ``id_rank`` asc, into
     ``out_d``/``out_s`` (1-D, length >= k); returns how many."""
     if k <= _SMALL_K:
@@ -122,32 +144,17 @@ def _select(cand_d, cand_s, nc, k, id_rank, out_d, out_s):
                 if m == k:
                     kth = out_s[k - 1]
         return m
-    kth = _kth_largest(cand_s, nc, k, out_s)
-    keep = np.empty(min(nc, k), dtype=np.int64)
+    theta = _kth_bound(cand_s, nc, k, buf)
+    keep = np.empty(nc, dtype=np.int64)
     m = 0
-    if nc > k:
-        # strictly above the k-th score always; at it, the lowest id ranks fill what is left
-        ties = np.empty(nc, dtype=np.int64)
-        n_ties = 0
-        for i in range(nc):
-            if cand_s[i] > kth:
-                keep[m] = i
-                m += 1
-            elif cand_s[i] == kth:
-                ties[n_ties] = i
-                n_ties += 1
-        ties = ties[:n_ties]
-        ties = ties[np.argsort(id_rank[cand_d[ties]], kind="mergesort")]
-        for i in range(min(k - m, n_ties)):
-            keep[m] = ties[i]
+    for i in range(nc):
+        if cand_s[i] >= theta:
+            keep[m] = i
             m += 1
-    else:
-        for i in range(nc):
-            keep[i] = i
-        m = nc
     keep = keep[:m]
     keep = keep[np.argsort(id_rank[cand_d[keep]], kind="mergesort")]  # ids first: the stable
     keep = keep[np.argsort(-cand_s[keep], kind="mergesort")]  # sort by score keeps their order
+    m = min(m, k)
     for i in range(m):
         out_d[i] = cand_d[keep[i]]
         out_s[i] = cand_s[keep[i]]
@@ -187,7 +194,7 @@ def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k)
                     acc[docs[p]] += w * impacts[p]
             for c in range(n_chunks):
                 chunk_max[c] = _chunk_max(acc, 8 * c)
-            theta = _kth_largest(chunk_max, n_chunks, k, buf)
+            theta = _kth_bound(chunk_max, n_chunks, k, buf)
             for c in range(n_chunks):
                 if chunk_max[c] > 0.0 and chunk_max[c] >= theta:
                     for d in range(8 * c, 8 * c + 8):
@@ -210,7 +217,7 @@ def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k)
             for i in range(nc):
                 cand_s[i] = acc[cand_d[i]]
                 acc[cand_d[i]] = 0.0
-        m = _select(cand_d, cand_s, nc, k, id_rank, best_d, best_s)
+        m = _select(cand_d, cand_s, nc, k, id_rank, best_d, best_s, buf)
         out_docs[r, :m] = best_d[:m]
         out_scores[r, :m] = best_s[:m]
         counts[r] = m

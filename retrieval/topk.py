@@ -33,6 +33,19 @@ def ranking_from_arrays(query_id: str, doc_index: np.ndarray, scores: np.ndarray
     return Ranking(query_id, ids if len(idx) > 1 else (ids,), tuple(scores.tolist()))
 
 
+def rankings_from_rows(
+    query_ids: Sequence[str], docs: np.ndarray, scores: np.ndarray, counts: np.ndarray, doc_ids: Sequence[str]
+) -> list[Ranking]:
+    """Rankings from (queries, k) arrays of doc numbers and scores in rank order, ``counts``
+    hits in each row (the compiled kernels' output). Converts the arrays once, not per row."""
+    k = docs.shape[1]
+    get = doc_ids.__getitem__
+    return [
+        Ranking(qid, tuple(map(get, row if c == k else row[:c])), tuple(sc if c == k else sc[:c]))
+        for qid, row, sc, c in zip(query_ids, docs.tolist(), scores.tolist(), counts.tolist(), strict=True)
+    ]
+
+
 def top_k_ranking(
     query_id: str,
     doc_index: np.ndarray,
