@@ -28,6 +28,7 @@ from retrieval.models import (
     resolve_device,
     resolve_dtype,
     resolve_model_path,
+    to_device,
 )
 
 from .batching import pad_batch, token_budget_batches
@@ -331,8 +332,7 @@ class DenseEncoder:
         try:
             device = model.device
             input_ids, mask = pad_batch([ids[i] for i in rows], self.pad_id)
-            input_ids = torch.from_numpy(input_ids).to(device, non_blocking=True)
-            mask = torch.from_numpy(mask).to(device, non_blocking=True)
+            input_ids, mask = to_device(input_ids, device), to_device(mask, device)
             with torch.inference_mode():
                 hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
             return hidden, mask

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from retrieval.errors import InvalidInput, require
-from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path
+from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path, to_device
 
 from .base import PairwiseReranker
 from .batching import BatchPolicy, progress, token_budget_batches
@@ -180,7 +180,7 @@ class CrossEncoderReranker(PairwiseReranker):
             encoded = pool.map(lambda c: self.pairs.encode(firsts[c], seconds[c]), chunks)
             for chunk, tokens in zip(chunks, encoded, strict=True):
                 for rows in token_budget_batches(tokens.lengths, self.policy):
-                    feed = {k: torch.from_numpy(v).to(self.device) for k, v in tokens.batch(rows, pad_id).items()}
+                    feed = {k: to_device(v, self.device) for k, v in tokens.batch(rows, pad_id).items()}
                     pending.append(self._activation_fn(self.model(**feed).logits.float()).squeeze(-1))
                     order.append(rows + chunk.start)
                     bar.update(len(rows))

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from retrieval.errors import InvalidInput, Unavailable, require
-from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path
+from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path, to_device
 
 from .batching import pad_batch
 
@@ -179,8 +179,7 @@ class HFCausalLMBackend:
 
     def _tensors(self, seqs: Sequence[Sequence[int]]):
         ids, mask = pad_batch(seqs, self.pad_id, left=True)
-        torch = self._torch
-        return torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
+        return to_device(ids, self.device), to_device(mask, self.device)
 
     def chat(self, conversations: Sequence[Messages], max_tokens: int) -> list[str]:
         """Greedy answers, ``max_tokens`` new tokens at most."""

@@ -22,7 +22,7 @@ from typing import Literal
 import numpy as np
 
 from retrieval.errors import InvalidInput, NotFound, require
-from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path
+from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path, to_device
 
 from .base import PairwiseReranker
 from .batching import BatchPolicy, pad_batch, progress, token_budget_batches
@@ -113,7 +113,7 @@ class _T5Reranker(PairwiseReranker):
         with torch.inference_mode(), progress(len(seqs), self.name, "pair", show) as bar:
             for idx in token_budget_batches([len(s) for s in seqs], self.policy):
                 ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
-                ids_t, mask_t = torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
+                ids_t, mask_t = to_device(ids, self.device), to_device(mask, self.device)
                 out[idx] = self._score_batch(ids_t, mask_t).float().cpu().numpy()
                 bar.update(len(idx))
         return out

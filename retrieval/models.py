@@ -62,6 +62,17 @@ def resolve_device(device: str | None = None):
     return dev
 
 
+
+def to_device(array, device):
+    """A numpy array as a tensor on ``device``. To a GPU it goes through pinned memory
+    without waiting: a copy from pageable memory would block this thread until the GPU
+    had finished the work queued before it, so batches could not be prepared meanwhile."""
+    torch = require("torch", "models")
+    tensor = torch.from_numpy(array)
+    if torch.device(device).type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
 _DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
            "half": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}  # fmt: skip
 
