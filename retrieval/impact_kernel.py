@@ -144,20 +144,65 @@ def _select(cand_d, cand_s, nc, k, id_rank, out_d, out_s, buf):
                 if m == k:
                     kth = out_s[k - 1]
         return m
-    theta = _kth_bound(cand_s, nc, k, buf)
-    keep = np.empty(nc, dtype=np.int64)
-    m = 0
+    return _bucket_select(cand_d, cand_s, nc, k, id_rank, out_d, out_s)
+
+
+@_inline
+def _before(s_a, r_a, s_b, r_b):
+    """Whether a hit (score, id rank) ranks before another: score desc, then id rank asc."""
+    return s_a > s_b or (s_a == s_b and r_a < r_b)
+
+
+@_inline
+def _bucket_select(cand_d, cand_s, nc, k, id_rank, out_d, out_s):
+    """:func:`_select` for large k: candidates bucketed by score into histogram bins (the bin
+    is a monotone function of the score, so whole bins from the top hold the top k), then
+    each bin of the kept ones sorted on its own (a few entries each). Linear plus small sorts."""
+    if nc == 0:
+        return 0
+    lo, hi = cand_s[0], cand_s[0]
     for i in range(nc):
-        if cand_s[i] >= theta:
-            keep[m] = i
-            m += 1
-    keep = keep[:m]
-    keep = keep[np.argsort(id_rank[cand_d[keep]], kind="mergesort")]  # ids first: the stable
-    keep = keep[np.argsort(-cand_s[keep], kind="mergesort")]  # sort by score keeps their order
-    m = min(m, k)
+        v = cand_s[i]
+        lo = v if v < lo else lo
+        hi = v if v > hi else hi
+    scale = _BINS / (hi - lo) if hi > lo else 0.0
+    bins = np.empty(nc, dtype=np.int64)
+    start = np.zeros(_BINS + 2, dtype=np.int64)
+    for i in range(nc):
+        b = _BINS - int((cand_s[i] - lo) * scale)  # 0 holds the highest scores
+        bins[i] = b
+        start[b + 1] += 1
+    last, total = 0, 0
+    while last <= _BINS and total < k:  # bins 0..last-1 hold at least k (or everything)
+        total += start[last + 1]
+        last += 1
+    for b in range(last):
+        start[b + 1] += start[b]
+    order = np.empty(total, dtype=np.int64)
+    fill = start[:last].copy()
+    for i in range(nc):
+        b = bins[i]
+        if b < last:
+            order[fill[b]] = i
+            fill[b] += 1
+    for b in range(last):  # sort inside each bin: score desc, id rank asc
+        if start[b + 1] - start[b] > 32:  # a crowded bin (many equal scores): no quadratic sort
+            run = order[start[b] : start[b + 1]]
+            run = run[np.argsort(id_rank[cand_d[run]], kind="mergesort")]
+            order[start[b] : start[b + 1]] = run[np.argsort(-cand_s[run], kind="mergesort")]
+            continue
+        for a in range(start[b] + 1, start[b + 1]):
+            x = order[a]
+            sx, rx = cand_s[x], id_rank[cand_d[x]]
+            j = a - 1
+            while j >= start[b] and _before(sx, rx, cand_s[order[j]], id_rank[cand_d[order[j]]]):
+                order[j + 1] = order[j]
+                j -= 1
+            order[j + 1] = x
+    m = min(total, k)
     for i in range(m):
-        out_d[i] = cand_d[keep[i]]
-        out_s[i] = cand_s[keep[i]]
+        out_d[i] = cand_d[order[i]]
+        out_s[i] = cand_s[order[i]]
     return m
 
 

@@ -172,6 +172,21 @@ def test_exact_search_equals_brute_force_few_and_many_postings(engine):
         assert index.search_vectors(queries, k, engine=engine) == _brute(ids, docs, queries, k)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_exact_search_large_k_with_equal_scores(engine):
+    # Large k sorts candidates bucketed by score; a bucket of many equal scores (every
+    # document has the same impact on t0) must still come out in doc id order.
+    rng = np.random.default_rng(3)
+    n = 500
+    other = sp.random(n, 20, density=0.05, random_state=rng, data_rvs=lambda s: rng.integers(1, 3, s))
+    docs = sp.hstack([sp.csr_matrix(np.full((n, 1), 2)), other]).tocsr()
+    ids = [f"d{rng.integers(10**6)}-{i}" for i in range(n)]
+    index = ImpactRetriever.from_vectors(ids, docs, [f"t{i}" for i in range(21)], 1.0)
+    queries = sp.csr_matrix(np.array([[1.0] + [0.0] * 20, [1.0, 1.0, 2.0] + [0.0] * 18]))
+    for k in (33, 100, 499, 500, 600):
+        assert index.search_vectors(queries, k, engine=engine) == _brute(ids, docs, queries, k)
+
+
 def test_dict_queries_save_load_and_scale(tmp_path, caplog):
     index, ids, docs, vocab = _random_index(7)
     q = sp.csr_matrix(np.array([[0, 2, 0, 1] + [0] * (len(vocab) - 4)], dtype=float))
