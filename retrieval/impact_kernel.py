@@ -16,11 +16,12 @@ order :meth:`Ranking.from_scores` gives.
   (``cascade bench sparse --opt scale=40``) this kernel runs 5x faster than scipy's brute
   force. Without numba the vectorized MaxScore of :mod:`retrieval.impact_search` runs instead.
 - :func:`seismic_top_k`: the approximate mode (Seismic, Bruch et al., SIGIR 2024): the
-  heaviest query terms only; their statically pruned lists are cut into blocks, each with
-  a quantized summary vector; blocks are visited by descending summary score and skipped
+  heaviest query terms only; their statically pruned lists are clustered into blocks of
+  similar documents, each with a quantized summary vector; blocks are visited by descending summary score and skipped
   once that score falls below ``heap_factor`` x the current k-th score; documents of the
   blocks visited are scored exactly through a forward index.
-- :func:`block_summaries`: builds those summaries at index time.
+- :func:`cluster_lists` and :func:`block_summaries`: build those blocks and summaries at
+  index time.
 
 Without numba ``_jit`` is the identity, so the same functions run as plain (slow) Python.
 """
@@ -352,6 +353,44 @@ def seismic_top_k(
         out_docs[r, :m] = best_d[:m]
         counts[r] = m
     return out_docs, out_scores, counts
+
+
+@_jit
+def cluster_lists(kept_ptr, kept_docs, fwd_ptr, fwd_terms, fwd_impacts, top_terms, top_values, n_terms,
+                  block_size, seed):  # fmt: skip
+    """Seismic's blocking: each kept list longer than ``block_size`` gets ceil(n / block_size)
+    centroids, documents of the list drawn at random; every document joins the centroid with
+    the largest dot product between its top components (``top_terms``/``top_values`` rows)
+    and the centroid's whole vector. Returns each kept posting's cluster number in its list.
+
+    Similar documents then share a block, so a block summary stays close to each of its
+    documents and bounds them tightly enough to skip whole blocks.
+    """
+    np.random.seed(seed)
+    assign = np.zeros(len(kept_docs), dtype=np.int64)
+    dense = np.zeros(n_terms)
+    for t in range(len(kept_ptr) - 1):
+        a, e = kept_ptr[t], kept_ptr[t + 1]
+        n = e - a
+        if n <= block_size:
+            continue
+        centroids = np.random.choice(n, -(-n // block_size), replace=False)
+        best = np.full(n, -1.0)
+        for j in range(len(centroids)):
+            c = kept_docs[a + centroids[j]]
+            for p in range(fwd_ptr[c], fwd_ptr[c + 1]):
+                dense[fwd_terms[p]] = fwd_impacts[p]
+            for i in range(n):
+                d = kept_docs[a + i]
+                s = 0.0
+                for q in range(top_terms.shape[1]):
+                    s += dense[top_terms[d, q]] * top_values[d, q]
+                if s > best[i]:
+                    best[i] = s
+                    assign[a + i] = j
+            for p in range(fwd_ptr[c], fwd_ptr[c + 1]):
+                dense[fwd_terms[p]] = 0.0
+    return assign
 
 
 @_jit

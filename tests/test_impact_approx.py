@@ -69,9 +69,10 @@ def test_recall_and_order_with_pruning():
     present = rng.random((n, v)) < 0.3 / (np.arange(v) + 1) ** 0.7
     docs = sp.csr_matrix(np.minimum(200, np.ceil(rng.lognormal(3, 0.8, (n, v)))).astype(np.int64) * present)
     queries = sp.csr_matrix((rng.random((40, v)) < 0.02) * rng.integers(1, 6, (40, v)))
-    # the default parameters, except a floor of kept postings that fits lists this short
+    # the default blocking and search, with lists cut to 30% (these are too short for the default
+    # max_postings to cut anything)
     index = ImpactRetriever.from_vectors([f"d{i}" for i in range(n)], docs, [f"t{i}" for i in range(v)], 1.0,
-                                         approx=ApproxParams(min_postings=16))  # fmt: skip
+                                         approx=ApproxParams(postings_fraction=0.3, min_postings=16))  # fmt: skip
     exact = index.search_vectors(queries, 10)
     approx = index.search_vectors(queries, 10, mode="approx")
     recall = np.mean([len(set(a.doc_ids) & set(e.doc_ids)) / len(e.doc_ids)

@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 
 #: Approximate settings of the trade-off curve: (build fields, search fields).
 CURVE = [
-    ({"postings_fraction": f, "summary_energy": e, "block_size": b}, {"query_terms": q, "heap_factor": h})
-    for f, e, b in ((0.05, 0.7, 16), (0.1, 1.0, 16), (0.25, 0.7, 32), (0.25, 1.0, 16))
-    for q, h in ((6, 1.0), (16, 0.8))
+    ({"summary_energy": e}, {"query_terms": q, "heap_factor": h})
+    for e in (0.8, 0.9, 1.0)
+    for q, h in ((5, 0.9), (8, 0.8))
 ]
 #: pyseismic settings: its MS MARCO defaults, and one that reaches recall@10 >= 0.97 on SciFact.
 SEISMIC = [
