@@ -289,8 +289,8 @@ class BM25Retriever(Retriever):
                                                    qm.indices, qm.data, k)  # fmt: skip
                 out.extend(rankings_from_rows([q.id for q in batch], docs, scores, counts, self._id_list))
             else:
-                # float64 products summed in the query's term order: the kernel's exact sums
-                scores = (qm @ m).tocsr()  # upcast: float64 products
+                # float64 products summed in the query's term order: the kernel's sums exactly
+                scores = (qm @ m).tocsr()
                 out.extend(top_k_sparse_rows([q.id for q in batch], scores, self._id_list, self._id_ranks, k))
         return out
 

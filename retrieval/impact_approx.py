@@ -49,7 +49,7 @@ class ApproxParams:
     """
 
     # Defaults measured on SciFact replicated 40x (207k docs, `cascade bench sparse --opt
-    # scale=40`): recall@10 0.976 against exact at 2.15x its queries/s.
+    # scale=40`): recall@10 0.976 against exact at 2.06x its queries/s.
     postings_fraction: float = 1.0
     min_postings: int = 64
     max_postings: int = 1000

@@ -62,7 +62,6 @@ def resolve_device(device: str | None = None):
     return dev
 
 
-
 def to_device(array, device):
     """A numpy array as a tensor on ``device``. To a GPU it goes through pinned memory
     without waiting: a copy from pageable memory would block this thread until the GPU
@@ -72,6 +71,7 @@ def to_device(array, device):
     if torch.device(device).type != "cuda":
         return tensor.to(device)
     return tensor.pin_memory().to(device, non_blocking=True)
+
 
 _DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
            "half": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}  # fmt: skip
