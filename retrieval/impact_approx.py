@@ -91,13 +91,12 @@ DOC_CUT = 15
 def top_components(forward: Postings, n: int = DOC_CUT) -> tuple[np.ndarray, np.ndarray]:
     """Each document's ``n`` heaviest (term, impact) pairs as (docs x n) arrays, zero-padded."""
     n_docs = len(forward.indptr) - 1
-    rows = np.repeat(np.arange(n_docs), np.diff(forward.indptr))
-    order = np.lexsort((-forward.impacts.astype(np.int64), rows))
-    rank = np.arange(len(order)) - forward.indptr[rows[order]]
+    order, rank = term_ranks(forward)  # rows here are documents: their terms, heaviest first
     keep = order[rank < n]
+    rows = np.repeat(np.arange(n_docs), np.diff(forward.indptr))[keep]
     terms, values = np.zeros((n_docs, n), dtype=np.int64), np.zeros((n_docs, n))
-    terms[rows[keep], rank[rank < n]] = forward.docs[keep]
-    values[rows[keep], rank[rank < n]] = forward.impacts[keep]
+    terms[rows, rank[rank < n]] = forward.docs[keep]
+    values[rows, rank[rank < n]] = forward.impacts[keep]
     return terms, values
 
 
@@ -127,9 +126,8 @@ def build_blocks(full: Postings, forward: Postings, params: ApproxParams,
     np.cumsum(kept, out=kept_ptr[1:])
     kept_docs = full.docs[order].astype(np.int64)
     top_terms, top_values = top_components(forward)
-    cluster = cluster_lists(kept_ptr, kept_docs, forward.indptr, forward.docs.astype(np.int64),
-                            forward.impacts.astype(np.float64), top_terms, top_values, len(lengths),
-                            params.block_size, 0)  # fmt: skip
+    cluster = cluster_lists(kept_ptr, kept_docs, forward.indptr, forward.docs, forward.impacts, top_terms,
+                            top_values, len(lengths), params.block_size, 0)  # fmt: skip
     # a block per (term, cluster); docs ascending inside, so forward rows are read in memory order
     key = term.astype(np.int64) * (int(cluster.max(initial=0)) + 1) + cluster
     inner = np.lexsort((kept_docs, key))

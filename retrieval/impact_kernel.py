@@ -17,9 +17,9 @@ order :meth:`Ranking.from_scores` gives.
   force. Without numba the vectorized MaxScore of :mod:`retrieval.impact_search` runs instead.
 - :func:`seismic_top_k`: the approximate mode (Seismic, Bruch et al., SIGIR 2024): the
   heaviest query terms only; their statically pruned lists are clustered into blocks of
-  similar documents, each with a quantized summary vector; blocks are visited by descending summary score and skipped
-  once that score falls below ``heap_factor`` x the current k-th score; documents of the
-  blocks visited are scored exactly through a forward index.
+  similar documents, each with a quantized summary vector; blocks are visited by descending
+  summary score and skipped once that score falls below ``heap_factor`` x the current k-th
+  score; documents of the blocks visited are scored exactly through a forward index.
 - :func:`cluster_lists` and :func:`block_summaries`: build those blocks and summaries at
   index time.
 
@@ -83,11 +83,21 @@ def _chunk_max(acc, d0):
 
 
 #: Up to this k, selections insert into a sorted buffer (a few shifts per insert); above it
-#: a histogram finds a bound of the k-th score (linear) and only what reaches it is sorted.
+#: a histogram of ``_BINS`` score bins finds a bound of the k-th score (linear) and only what
+#: reaches it is sorted.
 _SMALL_K = 32
-
-
 _BINS = 256
+
+
+@_inline
+def _min_max(values, n):
+    """The smallest and largest of ``values[:n]`` (n >= 1): the range the score bins divide."""
+    lo, hi = values[0], values[0]
+    for i in range(n):
+        v = values[i]
+        lo = v if v < lo else lo
+        hi = v if v > hi else hi
+    return lo, hi
 
 
 @_inline
@@ -113,11 +123,7 @@ def _kth_bound(values, n, k, buf):
                 pos -= 1
             buf[pos] = v
         return buf[k - 1]
-    lo, hi = values[0], values[0]
-    for i in range(n):
-        v = values[i]
-        lo = v if v < lo else lo
-        hi = v if v > hi else hi
+    lo, hi = _min_max(values, n)
     if hi <= lo:
         return lo
     hist = np.zeros(_BINS + 1, dtype=np.int64)
@@ -128,7 +134,7 @@ def _kth_bound(values, n, k, buf):
     for b in range(_BINS, -1, -1):
         total += hist[b]
         if total >= k:
-            # every value in bins >= b is >= this edge; step one ulp-ish down against rounding
+            # every value in bins >= b is >= this edge; one bin lower guards against rounding
             return max(lo, lo + (b - 1) / scale) if b > 0 else lo
     return lo
 
@@ -162,11 +168,7 @@ def _bucket_select(cand_d, cand_s, nc, k, id_rank, out_d, out_s):
     each bin of the kept ones sorted on its own (a few entries each). Linear plus small sorts."""
     if nc == 0:
         return 0
-    lo, hi = cand_s[0], cand_s[0]
-    for i in range(nc):
-        v = cand_s[i]
-        lo = v if v < lo else lo
-        hi = v if v > hi else hi
+    lo, hi = _min_max(cand_s, nc)
     scale = _BINS / (hi - lo) if hi > lo else 0.0
     bins = np.empty(nc, dtype=np.int64)
     start = np.zeros(_BINS + 2, dtype=np.int64)
