@@ -6,12 +6,15 @@ although at most ``L`` tokens survive, and each encoding is converted to Python 
 :class:`PairEncoder` gives the same token ids and type ids with less work:
 
 - each distinct query and document is tokenized once, without special tokens, by the Rust
-  tokenizer's batch call (all cores, no offsets);
+  tokenizer's batch call (all cores, no offsets; ASCII text skips BERT's normalizer, see
+  :mod:`rerank.text_ids`);
 - a long document is tokenized only up to a space past ``chars_per_token * L`` characters;
   when that prefix holds too few tokens to decide the truncation it is tokenized whole again,
   so the cut never changes a kept token;
 - truncation is the tokenizer library's ``longest_first`` rule on lengths, and the special
-  tokens come from the tokenizer's own pair template, read once by probing it.
+  tokens come from the tokenizer's own pair template, read once by probing it;
+- no pair is assembled in Python: each distinct text's ids go once into a flat pool, a pair
+  is five (start, count) segments of it, and a padded batch is one numpy gather.
 
 Tokenizers this cannot mirror (slow tokenizers, templates it cannot read) go through the plain
 HF call, so the result is the same either way.
@@ -20,13 +23,14 @@ HF call, so the result is the same either way.
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from retrieval.errors import InvalidInput
+
+from .text_ids import TextIds, Tokenized, distinct, flatten
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +47,6 @@ class PairTemplate:
     @property
     def num_special(self) -> int:
         return sum(len(part) for part in self.ids)
-
-    @property
-    def step_types(self) -> tuple[int, int] | None:
-        """``(first, second)`` when type ids are one value up to B and another from B on
-        (BERT: 0 then 1), so a batch's type ids follow from where B starts; else ``None``."""
-        (pre, mid, suf), a, b = self.types, self.a_type, self.b_type
-        if set(pre) | {a} | set(mid) == {a} and {b} | set(suf) == {b}:
-            return a, b
-        return None
 
     def assemble(self, a: Sequence[int], b: Sequence[int]) -> tuple[list[int], list[int]]:
         (pre, mid, suf), (tpre, tmid, tsuf) = self.ids, self.types
@@ -95,60 +90,78 @@ def _split_template(ids: list[int], types: list[int], a: list[int], b: list[int]
     return None
 
 
-def longest_first(len_a: int, len_b: int, budget: int) -> tuple[int, int]:
+def longest_first(len_a, len_b, budget: int) -> tuple[np.ndarray, np.ndarray]:
     """Tokens kept of each side under the tokenizers library's ``longest_first`` truncation.
 
     The shorter side keeps what it has when the longer one can absorb the cut; when both are
     longer than half the budget, the shorter keeps ``budget // 2`` and the longer the rest.
+    Lengths may be ints or arrays (one rule for every pair at once).
     """
-    if len_a + len_b <= budget:
-        return len_a, len_b
-    swap = len_a > len_b
-    n1, n2 = (len_b, len_a) if swap else (len_a, len_b)
-    n2 = n1 if n1 > budget else max(n1, budget - n1)
-    if n1 + n2 > budget:
-        n1 = budget // 2
-        n2 = n1 + budget % 2
-    return (n2, n1) if swap else (n1, n2)
+    a, b = np.asarray(len_a, dtype=np.int64), np.asarray(len_b, dtype=np.int64)
+    short = np.minimum(a, b)
+    kept_long = np.where(short > budget, short, np.maximum(short, budget - short))
+    both_cut = short + kept_long > budget
+    kept_short = np.where(both_cut, budget // 2, short)
+    kept_long = np.where(both_cut, budget // 2 + budget % 2, kept_long)
+    fits, a_longer = a + b <= budget, a > b
+    return (np.where(fits, a, np.where(a_longer, kept_long, kept_short)),
+            np.where(fits, b, np.where(a_longer, kept_short, kept_long)))  # fmt: skip
 
 
 @dataclass
 class PairTokens:
-    """Token ids of each pair, in input order, and what the model's type ids need.
+    """Each pair's row as segments of one flat token pool, so a batch is one gather.
 
-    Type ids are either a step (``steps``: the position where the second segment starts in
-    each row, with the two values in ``step_values``) or one list per row (``types``).
+    Row ``i`` is its segments end to end: ``counts[i, s]`` tokens from ``pool[starts[i, s]:]``.
+    The pair encoder puts the template's special tokens and each distinct text's ids in the
+    pool once; rows point into it and never copy them.
+
+    Attributes:
+        pool: token ids, int64.
+        pool_types: the type id of each pool token; ``None`` when the model takes none.
+        starts, counts: ``(pairs, segments)`` int64.
     """
 
-    ids: list[list[int]]
-    types: list[list[int]] | None = None
-    steps: np.ndarray | None = None
-    step_values: tuple[int, int] = (0, 1)
+    pool: np.ndarray
+    pool_types: np.ndarray | None
+    starts: np.ndarray
+    counts: np.ndarray
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+        return self.counts.sum(axis=1)
+
+    def _gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the tokens of these rows end to end: where each sits in the pool, where it goes
+        in a ``rows x longest`` matrix (flat index), and each row's length."""
+        counts = self.counts[rows]
+        lengths = counts.sum(axis=1)
+        counts, total = counts.ravel(), int(lengths.sum())
+        # the ranges [start, start + count) of every segment, end to end, without a loop
+        src = np.repeat(self.starts[rows].ravel() - (np.cumsum(counts) - counts), counts) + np.arange(total)
+        width = int(lengths.max(initial=0))
+        dest = np.repeat(np.arange(len(lengths)) * width - (np.cumsum(lengths) - lengths), lengths) + np.arange(total)
+        return src, dest, lengths
 
     def batch(self, rows: np.ndarray, pad_id: int) -> dict[str, np.ndarray]:
         """``input_ids``, ``attention_mask`` (and ``token_type_ids``) of these rows, right-padded."""
-        lengths = np.fromiter((len(self.ids[r]) for r in rows), dtype=np.int64, count=len(rows))
-        width = int(lengths.max(initial=0))
-        ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-        for i, r in enumerate(rows):
-            ids[i, : lengths[i]] = self.ids[r]
-        positions = np.arange(width)
-        out = {"input_ids": ids, "attention_mask": (positions < lengths[:, None]).astype(np.int64)}
-        if self.steps is not None:
-            first, second = self.step_values
-            second_part = (positions >= self.steps[rows][:, None]) & (positions < lengths[:, None])
-            out["token_type_ids"] = np.where(second_part, second, first).astype(np.int64)
-            out["token_type_ids"][positions >= lengths[:, None]] = 0
-        elif self.types is not None:
-            types = np.zeros((len(rows), width), dtype=np.int64)
-            for i, r in enumerate(rows):
-                types[i, : lengths[i]] = self.types[r]
+        src, dest, lengths = self._gather(np.asarray(rows))
+        shape = (len(lengths), int(lengths.max(initial=0)))
+        ids = np.full(shape, pad_id, dtype=np.int64)
+        ids.reshape(-1)[dest] = self.pool[src]
+        out = {"input_ids": ids, "attention_mask": (np.arange(shape[1]) < lengths[:, None]).astype(np.int64)}
+        if self.pool_types is not None:
+            types = np.zeros(shape, dtype=np.int64)
+            types.reshape(-1)[dest] = self.pool_types[src]
             out["token_type_ids"] = types
         return out
+
+    def ids(self) -> list[list[int]]:
+        """Each pair's token ids, in input order."""
+        if not len(self.counts):
+            return []
+        src, _, lengths = self._gather(np.arange(len(self.counts)))
+        return [row.tolist() for row in np.split(self.pool[src], np.cumsum(lengths)[:-1])]
 
 
 class PairEncoder:
@@ -168,25 +181,13 @@ class PairEncoder:
         self.with_types = with_types
         self.chars_per_token = chars_per_token
         self.right = getattr(tokenizer, "truncation_side", "right") == "right"
-        self._backend = self._single_backend(tokenizer)
-        self.template = PairTemplate.probe(self._backend) if self._backend is not None else None
+        backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+        self._texts = TextIds(backend) if backend is not None else None
+        self.template = PairTemplate.probe(self._texts.full) if self._texts is not None else None
         if self.template is not None and self.template.num_special >= max_length:
             raise InvalidInput(f"max_length {max_length} leaves no room beside {self.template.num_special} special tokens")
         if self.template is None:
             log.info("pair template of %s not readable: using the tokenizer's pair call", type(tokenizer).__name__)
-
-    @staticmethod
-    def _single_backend(tokenizer):
-        backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
-        if backend is None:
-            return None
-        from tokenizers import Tokenizer
-
-        # a copy: the HF wrapper sets truncation and padding on its own backend per call
-        single = Tokenizer.from_str(backend.to_str())
-        single.no_truncation()
-        single.no_padding()
-        return single
 
     def encode(self, firsts: Sequence[str], seconds: Sequence[str]) -> PairTokens:
         """Token ids of each pair after ``longest_first`` truncation to ``max_length``.
@@ -199,58 +200,55 @@ class PairEncoder:
         if self.template is None:
             return self._hf_call(firsts, seconds)
         budget = self.max_length - self.template.num_special
-        a_ids = self._tokens(firsts)
-        b_ids = self._tokens(seconds, partners=a_ids, budget=budget)
-        steps = self.template.step_types if self.with_types else None
-        pre, mid = len(self.template.ids[0]), len(self.template.ids[1])
-        ids, types, starts = [], [], []
-        for a, b in zip(a_ids, b_ids, strict=True):
-            ka, kb = longest_first(len(a), len(b), budget)
-            row, row_types = self.template.assemble(_keep(a, ka, self.right), _keep(b, kb, self.right))
-            ids.append(row)
-            if steps is not None:
-                starts.append(pre + ka + mid)
-            elif self.with_types:
-                types.append(row_types)
-        if steps is not None:
-            return PairTokens(ids, steps=np.asarray(starts, dtype=np.int64), step_values=steps)
-        return PairTokens(ids, types if self.with_types else None)
+        a_index, a_texts = distinct(firsts)
+        a = self._texts.encode(a_texts)
+        len_a = a.lengths[a_index]
+        b_index, b_texts = distinct(seconds)
+        b = self._seconds(b_texts, b_index, len_a, budget)
+        len_b = b.lengths[b_index]
+        keep_a, keep_b = longest_first(len_a, len_b, budget)
 
-    def _tokens(
-        self, texts: Sequence[str], partners: list[list[int]] | None = None, budget: int = 0
-    ) -> list[list[int]]:
-        """Ids of each text without special tokens; distinct texts are tokenized once. With
-        ``partners`` (the other side of each pair) long texts are cut first."""
-        slot: dict[str, int] = {}
-        index = [slot.setdefault(t, len(slot)) for t in texts]
-        unique = list(slot)
-        if partners is None or not self.right:
-            return self._lookup(unique, index)
+        # pool: prefix, middle and suffix specials, then the firsts' ids, then the seconds'
+        (pre, mid, suf), (t_pre, t_mid, t_suf) = self.template.ids, self.template.types
+        specials = len(pre) + len(mid) + len(suf)
+        pool = np.concatenate([np.asarray(pre + mid + suf, dtype=np.int64), a.pool, b.pool])
+        a_start, b_start = specials + a.starts[a_index], specials + len(a.pool) + b.starts[b_index]
+        if not self.right:  # left truncation keeps each text's last tokens
+            a_start, b_start = a_start + len_a - keep_a, b_start + len_b - keep_b
+
+        def fixed(value: int) -> np.ndarray:
+            return np.full(len(firsts), value, dtype=np.int64)
+
+        starts = np.stack([fixed(0), a_start, fixed(len(pre)), b_start, fixed(len(pre) + len(mid))], axis=1)
+        counts = np.stack([fixed(len(pre)), keep_a, fixed(len(mid)), keep_b, fixed(len(suf))], axis=1)
+        types = None
+        if self.with_types:
+            types = np.concatenate([np.asarray(t_pre + t_mid + t_suf, dtype=np.int64),
+                                    np.full(len(a.pool), self.template.a_type, dtype=np.int64),
+                                    np.full(len(b.pool), self.template.b_type, dtype=np.int64)])  # fmt: skip
+        return PairTokens(pool, types, starts, counts)
+
+    def _seconds(self, texts: list[str], index: np.ndarray, len_a: np.ndarray, budget: int) -> Tokenized:
+        """Ids of the distinct second texts; long ones are tokenized from a cut when that
+        cannot change what truncation keeps (right truncation only)."""
+        if not self.right:
+            return self._texts.encode(texts)
         # A text paired with several firsts must truncate right for the shortest and the
         # longest of them (the conditions of _cut_decides are monotone in the first length);
         # the shortest leaves it the most room, which sets where it is cut.
-        shortest, longest = [sys.maxsize] * len(unique), [0] * len(unique)
-        for u, a in zip(index, partners, strict=True):
-            shortest[u], longest[u] = min(shortest[u], len(a)), max(longest[u], len(a))
-        cuts = [
-            self._cut(t, longest_first(short, sys.maxsize, budget)[1] + 1)
-            for t, short in zip(unique, shortest, strict=True)
-        ]
-        encoded = [e.ids for e in self._backend.encode_batch_fast(cuts, add_special_tokens=False)]
-        redo = [
-            u for u, (t, c, ids) in enumerate(zip(unique, cuts, encoded, strict=True))
-            if len(c) < len(t) and not (_cut_decides(shortest[u], len(ids), budget)
-                                        and _cut_decides(longest[u], len(ids), budget))
-        ]  # fmt: skip
-        if redo:
-            again = self._backend.encode_batch_fast([unique[u] for u in redo], add_special_tokens=False)
-            for u, e in zip(redo, again, strict=True):
-                encoded[u] = e.ids
-        return [encoded[i] for i in index]
-
-    def _lookup(self, unique: list[str], index: list[int]) -> list[list[int]]:
-        encoded = [e.ids for e in self._backend.encode_batch_fast(unique, add_special_tokens=False)]
-        return [encoded[i] for i in index]
+        shortest = np.full(len(texts), _UNBOUNDED, dtype=np.int64)
+        longest = np.zeros(len(texts), dtype=np.int64)
+        np.minimum.at(shortest, index, len_a)
+        np.maximum.at(longest, index, len_a)
+        room = longest_first(shortest, _UNBOUNDED, budget)[1] + 1
+        cuts = [self._cut(t, int(r)) for t, r in zip(texts, room, strict=True)]
+        tokens = self._texts.encode(cuts)
+        got = tokens.lengths
+        was_cut = np.fromiter((len(c) < len(t) for c, t in zip(cuts, texts, strict=True)), dtype=bool, count=len(texts))
+        redo = np.flatnonzero(was_cut & ~(_cut_decides(shortest, got, budget) & _cut_decides(longest, got, budget)))
+        if len(redo):
+            tokens = tokens.replace(redo, self._texts.encode([texts[u] for u in redo]))
+        return tokens
 
     def _cut(self, text: str, tokens: int) -> str:
         """The text up to the first space after room for ``tokens`` tokens."""
@@ -264,23 +262,21 @@ class PairEncoder:
 
     def _hf_call(self, firsts: Sequence[str], seconds: Sequence[str]) -> PairTokens:
         enc = self.tokenizer(list(firsts), list(seconds), truncation="longest_first", max_length=self.max_length)
+        pool, lengths = flatten(enc["input_ids"])
         types = enc.get("token_type_ids") if self.with_types else None
-        return PairTokens(list(enc["input_ids"]), list(types) if types is not None else None)
+        starts = (np.cumsum(lengths) - lengths)[:, None]
+        return PairTokens(pool, flatten(types)[0] if types is not None else None, starts, lengths[:, None])
 
 
-def _cut_decides(len_a: int, len_b: int, budget: int) -> bool:
+#: A length longer than any text, for "as much room as the budget leaves".
+_UNBOUNDED = 1 << 40
+
+
+def _cut_decides(len_a: np.ndarray, len_b: np.ndarray, budget: int) -> np.ndarray:
     """Whether a cut second text of ``len_b`` tokens truncates as its whole text would.
 
     With the second side the longer and the pair over budget, ``longest_first`` keeps a count
     that depends on the first side alone, so any longer text gives the same; that count must
     also leave the cut's last token out, the one a cut inside a word could have changed.
     """
-    if len_b <= len_a or len_a + len_b <= budget:
-        return False
-    return longest_first(len_a, len_b, budget)[1] < len_b
-
-
-def _keep(ids: list[int], n: int, right: bool) -> list[int]:
-    if n >= len(ids):
-        return ids
-    return ids[:n] if right else ids[len(ids) - n :]
+    return (len_b > len_a) & (len_a + len_b > budget) & (longest_first(len_a, len_b, budget)[1] < len_b)

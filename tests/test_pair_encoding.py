@@ -35,7 +35,7 @@ def _check(tok, firsts, seconds, max_length, **kw):
     assert enc.template is not None  # the fast path ran, not the fallback
     got = enc.encode(firsts, seconds)
     ids, types = _hf(tok, firsts, seconds, max_length)
-    assert got.ids == ids
+    assert got.ids() == ids
     assert got.lengths.tolist() == [len(x) for x in ids]
     # a batch of some rows, padded as the HF call pads them
     rows = np.arange(1, len(ids), 3)
@@ -86,18 +86,68 @@ def test_byte_level_bpe_roberta_template(tmp_path):
     enc = PairEncoder(tok, 48, chars_per_token=1.5, with_types=False)
     assert enc.template is not None and enc.template.num_special == 4
     got = enc.encode(firsts, seconds)
-    assert got.types is None and got.steps is None
-    assert got.ids == _hf(tok, firsts, seconds, 48)[0]
+    assert got.pool_types is None
+    assert got.ids() == _hf(tok, firsts, seconds, 48)[0]
     assert set(got.batch(np.arange(5), tok.pad_token_id)) == {"input_ids", "attention_mask"}
 
 
 def test_longest_first_rule_against_tokenizer():
+    """The vectorized rule, on every pair of lengths up to 12, against the tokenizer itself."""
     tok = minilm_tokenizer()
-    for la, lb, budget in [(3, 5, 10), (8, 8, 9), (20, 3, 9), (3, 20, 9), (12, 30, 9), (30, 12, 10), (5, 5, 10)]:
-        a, b = " ".join(["cell"] * la), " ".join(["gene"] * lb)
-        ids = tok(a, b, truncation="longest_first", max_length=budget + 3)["input_ids"]
-        cell, gene = tok.convert_tokens_to_ids(["cell", "gene"])
-        assert longest_first(la, lb, budget) == (ids.count(cell), ids.count(gene))
+    cell, gene = tok.convert_tokens_to_ids(["cell", "gene"])
+    for budget in (5, 6):
+        la, lb = (grid.ravel() for grid in np.meshgrid(np.arange(13), np.arange(13)))
+        keep_a, keep_b = longest_first(la, lb, budget)
+        rows = tok([" ".join(["cell"] * a) for a in la], [" ".join(["gene"] * b) for b in lb],
+                   truncation="longest_first", max_length=budget + 3)["input_ids"]  # fmt: skip
+        assert keep_a.tolist() == [ids.count(cell) for ids in rows]
+        assert keep_b.tolist() == [ids.count(gene) for ids in rows]
+
+
+def _reference(tok):
+    from tokenizers import Tokenizer
+
+    reference = Tokenizer.from_str(tok.backend_tokenizer.to_str())
+    reference.no_padding(), reference.no_truncation()
+    return lambda batch: [e.ids for e in reference.encode_batch(batch, add_special_tokens=False)]
+
+
+def test_python_normalizer_and_compiled_wordpiece_equal_rust_tokenizer():
+    """Texts normalized in Python and tokenized by the numba WordPiece must come out as the
+    Rust tokenizer makes them: every ASCII character, added tokens, Unicode punctuation,
+    spaces, accents, CJK, final sigma, long words."""
+    from rerank.text_ids import TextIds
+
+    tok = minilm_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<ctl>"]})  # matched before normalizing
+    tok.add_tokens(["xyz-token"])  # matched after
+    texts = TextIds(tok.backend_tokenizer)
+    assert texts.kernel is not None  # BertNormalizer + WordPiece, numba installed: compiled path
+    every_char = [f"Ab{chr(c)}cD x{chr(c)}{chr(c)}Y" for c in range(128)]
+    added = ["a [SEP] b", "a [sep] b", "[MASK]x", "[MA\x01SK]", "x [CLS]", "[S\x7fEP] z", "Café [SEP]", "UPPER Case",
+             "a <c\x01tl> b", "<CTL>", "x <ctl>", "XYZ-TOKEN y", "xyz-tok\x02en"]
+    unicode = ["cd33’s role – “specific” — x\u00a0y\u3000z", "ΟΔΟΣ Σ σς İstanbul", "e\u0301te\u0301 naïve",
+               "漢字テスト한국어", "soft\u00adhy\u200bphen \ufffd \u2603 😀 ∈≥±×µ", "β" * 60 + " " + "β" * 101,
+               "a" * 100 + " " + "b" * 101, "pneumonoultramicroscopicsilicovolcanoconiosis ##ing ##"]
+    rng = np.random.default_rng(4)
+    alphabet = [chr(c) for c in [*range(32, 127), 0xe9, 0x3b2, 0x2013, 0x2019, 0xa0, 0x301, 0x4e2d, 0x3a3, 0xad, 0x85]]
+    random = ["".join(rng.choice(alphabet, size=int(rng.integers(0, 80)))) for _ in range(300)]
+    mixed = _texts(rng, 40, 0, 60, seps=(" ", "\t", "\n", "\x0b", "\x1f", "\r\n", "\x00"))
+    batch = every_char + added + unicode + random + mixed
+    assert texts.ids(batch) == _reference(tok)(batch)
+    taken = sum(texts._normalized(t) is not None for t in batch)
+    assert taken > 0.9 * len(batch)  # nearly all went the compiled way
+
+
+def test_compiled_wordpiece_on_scifact_like_text():
+    """Real abstracts (the MiniLM vocabulary on biomedical English): the same ids."""
+    from rerank.text_ids import TextIds
+
+    tok = minilm_tokenizer()
+    rng = np.random.default_rng(5)
+    batch = _texts(rng, 200, 50, 300, seps=(" ", ", ", ". ", " (", ") ", "-", "/", "; "))
+    got = TextIds(tok.backend_tokenizer).encode(batch)
+    assert got.ids() == _reference(tok)(batch)
 
 
 def test_mismatched_lengths_rejected():
@@ -116,7 +166,7 @@ def test_fallback_pair_call_batches_the_same():
     slow = PairEncoder(tok, 40)
     slow.template = None
     a, b = fast.encode(firsts, seconds), slow.encode(firsts, seconds)
-    assert b.steps is None and b.types is not None and a.ids == b.ids
+    assert b.pool_types is not None and a.ids() == b.ids()
     rows = np.arange(20)
     for name, arr in a.batch(rows, 0).items():
         np.testing.assert_array_equal(arr, b.batch(rows, 0)[name], err_msg=name)
