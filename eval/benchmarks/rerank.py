@@ -76,7 +76,7 @@ def _bm25_candidates(dataset_dir: Path, split: str, num_queries: int, depth: int
 
 def run_rerank(dataset_dir: Path, device: str | None = None, num_queries: int = 16, depth: int = 10,
                max_length: int = 256, batch_size: int = 32, dtype: str | None = None, repeat: int = 3,
-               split: str = "test", cache_dir: str | None = None, **_) -> dict:  # fmt: skip
+               split: str = "test", cache_dir: str | None = None, chunk_size: int | None = None, **_) -> dict:  # fmt: skip
     """Cross-encoder pairs/s, ours vs sentence-transformers, and the largest score difference."""
     torch = require("torch", "models")
     st = require("sentence_transformers", "models")
@@ -89,7 +89,8 @@ def run_rerank(dataset_dir: Path, device: str | None = None, num_queries: int = 
     firsts = [q.text for q, ds in zip(queries, cands, strict=True) for _ in ds]
     seconds = [d.contents for ds in cands for d in ds]
 
-    ours = CrossEncoderReranker(str(path), device=str(dev), dtype=dtype, batch_size=batch_size, max_length=max_length)
+    ours = CrossEncoderReranker(str(path), device=str(dev), dtype=dtype, batch_size=batch_size, max_length=max_length,
+                                chunk_size=chunk_size)  # fmt: skip
     ref = st.CrossEncoder(str(path), device=str(dev), max_length=max_length, model_kwargs={"dtype": ours.dtype})
     pairs = list(zip(firsts, seconds, strict=True))
 
