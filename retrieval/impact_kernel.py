@@ -101,28 +101,12 @@ def _min_max(values, n):
 
 
 @_inline
-def _kth_bound(values, n, k, buf):
+def _kth_bound(values, n, k):
     """A lower bound of the k-th largest of ``values[:n]`` (0 when there are fewer than k):
-    exact up to ``_SMALL_K`` (a sorted buffer), else the lower edge of the histogram bin
-    where the count from the top reaches k (linear, at most a bin's width low)."""
+    the lower edge of the histogram bin where the count from the top reaches k (linear, at
+    most a bin's width low). Small k takes :func:`_scan_chunks` instead."""
     if n < k:
         return 0.0
-    if k <= _SMALL_K:
-        nb = 0
-        for i in range(n):
-            v = values[i]
-            if nb < k:
-                pos = nb
-                nb += 1
-            elif v > buf[k - 1]:
-                pos = k - 1
-            else:
-                continue
-            while pos > 0 and buf[pos - 1] < v:
-                buf[pos] = buf[pos - 1]
-                pos -= 1
-            buf[pos] = v
-        return buf[k - 1]
     lo, hi = _min_max(values, n)
     if hi <= lo:
         return lo
@@ -210,6 +194,44 @@ def _bucket_select(cand_d, cand_s, nc, k, id_rank, out_d, out_s):
     return m
 
 
+@_inline
+def _scan_chunks(acc, n_chunks, k, buf, keep_c, keep_m, keep_v, cand_d, cand_s):
+    """Candidates of the dense path for k <= _SMALL_K, in one pass over the accumulator that
+    also zeroes it. Each chunk of 8's maximum enters a sorted buffer of the k largest chunk
+    maxima, whose k-th (theta) only rises, so a chunk below the current theta is below the
+    final one too; chunks reaching it keep a copy of their values. Returns the count of
+    candidates: the kept values reaching the final theta."""
+    theta, nb, nk = 0.0, 0, 0
+    for c in range(n_chunks):
+        d0 = 8 * c
+        m = _chunk_max(acc, d0)
+        if m > 0.0 and m >= theta:
+            for i in range(8):
+                keep_v[8 * nk + i] = acc[d0 + i]
+            keep_c[nk], keep_m[nk] = c, m
+            nk += 1
+            pos = nb if nb < k else k - 1
+            nb = min(nb + 1, k)
+            while pos > 0 and buf[pos - 1] < m:
+                buf[pos] = buf[pos - 1]
+                pos -= 1
+            buf[pos] = m
+            if nb == k:
+                theta = buf[k - 1]
+        for i in range(8):
+            acc[d0 + i] = 0.0
+    nc = 0
+    for j in range(nk):
+        if keep_m[j] >= theta:
+            for i in range(8):
+                s = keep_v[8 * j + i]
+                if s > 0.0 and s >= theta:
+                    cand_d[nc] = 8 * keep_c[j] + i
+                    cand_s[nc] = s
+                    nc += 1
+    return nc
+
+
 @_jit
 def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k):
     """Exact top ``k`` of every query row: (docs (n, k) int64, scores (n, k) float64, counts).
@@ -227,6 +249,7 @@ def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k)
     cand_d = np.empty(n_docs + 1, dtype=np.int64)
     cand_s = np.empty(n_docs + 1)
     buf, best_s, best_d = np.empty(k), np.empty(k), np.empty(k, dtype=np.int64)
+    keep_c, keep_m, keep_v = np.empty(n_chunks, dtype=np.int64), np.empty(n_chunks), np.empty(n_chunks * 8)
     for r in range(n_q):
         lo, hi = q_indptr[r], q_indptr[r + 1]
         n_postings = 0
@@ -240,19 +263,23 @@ def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k)
             for j in range(lo, hi):
                 t, w = q_terms[j], q_weights[j]
                 for p in range(indptr[t], indptr[t + 1]):
-                    acc[docs[p]] += w * impacts[p]
-            for c in range(n_chunks):
-                chunk_max[c] = _chunk_max(acc, 8 * c)
-            theta = _kth_bound(chunk_max, n_chunks, k, buf)
-            for c in range(n_chunks):
-                if chunk_max[c] > 0.0 and chunk_max[c] >= theta:
-                    for d in range(8 * c, 8 * c + 8):
-                        s = acc[d]
-                        if s > 0.0 and s >= theta:
-                            cand_d[nc] = d
-                            cand_s[nc] = s
-                            nc += 1
-            acc[:] = 0.0
+                    # an unsigned index spares numba's negative-index wraparound: 25% of the loop
+                    acc[np.uintp(docs[p])] += w * impacts[p]
+            if k <= _SMALL_K:
+                nc = _scan_chunks(acc, n_chunks, k, buf, keep_c, keep_m, keep_v, cand_d, cand_s)
+            else:
+                for c in range(n_chunks):
+                    chunk_max[c] = _chunk_max(acc, 8 * c)
+                theta = _kth_bound(chunk_max, n_chunks, k)
+                for c in range(n_chunks):
+                    if chunk_max[c] > 0.0 and chunk_max[c] >= theta:
+                        for d in range(8 * c, 8 * c + 8):
+                            s = acc[d]
+                            if s > 0.0 and s >= theta:
+                                cand_d[nc] = d
+                                cand_s[nc] = s
+                                nc += 1
+                acc[:] = 0.0
         else:
             for j in range(lo, hi):
                 t, w = q_terms[j], q_weights[j]
