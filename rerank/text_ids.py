@@ -36,6 +36,10 @@ _ASCII_CONTROL = [c for c in range(32) if c not in (9, 10, 13)] + [127]
 _NOT_PLAIN = re.compile(r"[^\x20-\x7e]")
 
 
+class _Unmapped(Exception):
+    """A character :class:`TextIds` cannot translate without the Rust normalizer."""
+
+
 class TextIds:
     """``encode(texts)``: each text's token ids, no special tokens, no truncation.
 
@@ -72,10 +76,13 @@ class TextIds:
         them; ``None`` when the text must go through the Rust tokenizer."""
         if text.isascii() and text.isprintable():
             out = text
-        elif (text.isascii() or self.kernel is not None) and self._learn(text):
+        elif text.isascii() or self.kernel is not None:
             # a regex that stops at the few characters to change: str.translate would look
             # every character up in a dict, 30x slower
-            out = _NOT_PLAIN.sub(lambda m: self._replace[m[0]], text)
+            try:
+                out = _NOT_PLAIN.sub(self._replacement, text)
+            except _Unmapped:
+                return None
         else:
             return None
         if self._lowercase:
@@ -84,25 +91,27 @@ class TextIds:
             return None
         return out
 
-    def _learn(self, text: str) -> bool:
-        """Give each new non-ASCII character of the text its translation; ``False`` if one has none.
+    def _replacement(self, match: re.Match) -> str:
+        """What a character other than printable ASCII becomes, learned when first met.
 
         BertNormalizer maps each character on its own (clean, pad CJK, NFD without
         nonspacing marks, lowercase), so the Rust normalizer, asked once per character, gives
         the translation; a character the pre-tokenizer splits on becomes spaces around it, so
         the kernel's ASCII word splitting is enough. The one context-dependent step, NFD's
         reordering of combining marks, only matters for marks that survive accent stripping.
+
+        Raises:
+            _Unmapped: the character has no translation; the text takes the Rust tokenizer.
         """
-        new = set(_NOT_PLAIN.findall(text)).difference(self._replace)
-        for char in new:
-            if char in self._unmapped:
-                return False
-            entry = self._translation(char)
+        char = match[0]
+        entry = self._replace.get(char)
+        if entry is None:
+            entry = None if char in self._unmapped else self._translation(char)
             if entry is None:
                 self._unmapped.add(char)
-                return False
+                raise _Unmapped
             self._replace[char] = entry
-        return True
+        return entry
 
     def _translation(self, char: str) -> str | None:
         if unicodedata.combining(char) and unicodedata.category(char) != "Mn":

@@ -99,12 +99,16 @@ class WordPieceKernel:
                               dtype=np.int64, count=len(texts))  # fmt: skip
         starts = np.cumsum(lengths) - lengths
         data = np.frombuffer("".join(texts).encode("utf-8"), dtype=np.uint8)
-        # a text has at most one token per byte: each text writes inside its own span
-        pool = np.empty(len(data), dtype=np.int64)
+        # a text has at most one token per byte: each text writes inside its own span, then
+        # the spans are packed (a pool 4-5x smaller to copy and gather from)
+        spans = np.empty(len(data), dtype=np.int32)
         counts = np.zeros(len(texts), dtype=np.int64)
         _tokenize(data, starts, lengths, self.first, self.chars, self.nodes, self.ids, _PUNCT,
-                  self.unk_id, self.max_chars, pool, counts)  # fmt: skip
-        return pool, starts, counts
+                  self.unk_id, self.max_chars, spans, counts)  # fmt: skip
+        packed = np.cumsum(counts) - counts
+        pool = np.empty(int(counts.sum()), dtype=np.int64)
+        _pack(spans, starts, counts, packed, pool)
+        return pool, packed, counts
 
 
 @_jit
@@ -153,6 +157,12 @@ def _word(data, begin, end, first, chars, nodes, ids, unk_id, max_chars, out, at
         written += 1
         start = best_end
     return written
+
+
+@_jit
+def _pack(spans, starts, counts, packed, pool):
+    for t in range(len(starts)):
+        pool[packed[t] : packed[t] + counts[t]] = spans[starts[t] : starts[t] + counts[t]]
 
 
 @_parallel
