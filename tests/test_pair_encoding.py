@@ -139,6 +139,20 @@ def test_python_normalizer_and_compiled_wordpiece_equal_rust_tokenizer():
     assert taken > 0.9 * len(batch)  # nearly all went the compiled way
 
 
+def test_without_numba_the_rust_tokenizer_takes_normalized_text():
+    """No compiled kernel (numba missing): ASCII texts go to the Rust tokenizer without its
+    normalizer, the rest to the full one; the ids stay the same."""
+    from rerank.text_ids import TextIds
+
+    tok = minilm_tokenizer()
+    texts = TextIds(tok.backend_tokenizer)
+    texts.kernel = None
+    rng = np.random.default_rng(6)
+    batch = _texts(rng, 60, 0, 80, seps=(" ", "\t", "\n", "\x01", ", ")) + ["a [SEP] b", "Ünïcödé β–x"]
+    assert texts.ids(batch) == _reference(tok)(batch)
+    assert texts._normalized("Ünïcödé") is None and texts._normalized("Tab\tX") == "tab x"
+
+
 def test_compiled_wordpiece_on_scifact_like_text():
     """Real abstracts (the MiniLM vocabulary on biomedical English): the same ids."""
     from rerank.text_ids import TextIds
