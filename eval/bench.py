@@ -38,7 +38,6 @@ def race(contenders: dict[str, Callable[[], Any]], rounds: int = 5) -> dict[str,
     the garbage collector is paused during each timed run.
     """
     best: dict[str, tuple[float, Any]] = {name: (float("inf"), None) for name in contenders}
-    result = None
     for _ in range(rounds):
         for name, fn in contenders.items():
             # the last run's output is freed here, not inside the next contender's timed call

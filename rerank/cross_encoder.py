@@ -166,9 +166,9 @@ class CrossEncoderReranker(PairwiseReranker):
         # Rust tokenizing run without the GIL) while this thread batches and launches the
         # current one, whose kernels run without being waited for. Chunks bound the memory of
         # long inputs. On an H200, 10k pairs took 569 ms in chunks of 1,024 against 608-756 in
-        # chunks of 128-512 (a small chunk sorts few pairs by length, so its batches carry
-        # more padding); at 1k pairs 512 and 1,024 were within 10%. On a CPU
-        # one chunk sorts all pairs by length, which is what saves padding there.
+        # chunks of 128-512 (a small chunk also sorts fewer pairs by length, so its batches
+        # may carry more padding); at 1k pairs 512 and 1,024 were within 10%. On a CPU one
+        # chunk sorts all pairs by length, which is what saves padding there.
         size = self.chunk_size or (max(1024, self.policy.batch_size) if self.device.type == "cuda" else n)
         chunks = [slice(start, min(start + size, n)) for start in range(0, n, size)]
         show = self.show_progress if self.show_progress is not None else n > 2000
