@@ -22,6 +22,8 @@ character and on SciFact-like text.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 try:
@@ -37,6 +39,12 @@ except ImportError:  # pragma: no cover - the Rust tokenizer is used without num
         return f
 
     _parallel, _prange = _jit, range
+
+#: One parallel kernel at a time: numba's fallback threading layer (workqueue, where neither
+#: TBB nor OpenMP is installed) aborts the process on concurrent parallel calls, and a server
+#: or the GPU reranker's tokenizing workers call from several threads. The kernel already
+#: uses every core, so waiting costs little.
+_PARALLEL_CALL = threading.Lock()
 
 #: ASCII punctuation, each character a word of its own for BertPreTokenizer.
 _PUNCT = np.zeros(256, dtype=np.bool_)  # indexed by any byte of UTF-8 text
@@ -103,8 +111,9 @@ class WordPieceKernel:
         # the spans are packed (a pool 4-5x smaller to copy and gather from)
         spans = np.empty(len(data), dtype=np.int32)
         counts = np.zeros(len(texts), dtype=np.int64)
-        _tokenize(data, starts, lengths, self.first, self.chars, self.nodes, self.ids, _PUNCT,
-                  self.unk_id, self.max_chars, spans, counts)  # fmt: skip
+        with _PARALLEL_CALL:
+            _tokenize(data, starts, lengths, self.first, self.chars, self.nodes, self.ids, _PUNCT,
+                      self.unk_id, self.max_chars, spans, counts)  # fmt: skip
         packed = np.cumsum(counts) - counts
         pool = np.empty(int(counts.sum()), dtype=np.int64)
         _pack(spans, starts, counts, packed, pool)

@@ -116,6 +116,7 @@ def test_python_normalizer_and_compiled_wordpiece_equal_rust_tokenizer():
     """Texts normalized in Python and tokenized by the numba WordPiece must come out as the
     Rust tokenizer makes them: every ASCII character, added tokens, Unicode punctuation,
     spaces, accents, CJK, final sigma, long words."""
+    pytest.importorskip("numba")
     from rerank.text_ids import TextIds
 
     tok = minilm_tokenizer()
@@ -184,3 +185,31 @@ def test_fallback_pair_call_batches_the_same():
     rows = np.arange(20)
     for name, arr in a.batch(rows, 0).items():
         np.testing.assert_array_equal(arr, b.batch(rows, 0)[name], err_msg=name)
+
+
+def test_compiled_wordpiece_from_many_threads_on_workqueue_layer():
+    """numba's workqueue layer aborts the process on concurrent parallel calls; a server
+    tokenizes from several threads, so the kernel's calls must not overlap."""
+    pytest.importorskip("numba")
+    import os
+    import subprocess
+    import sys
+
+    script = """
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from rerank.text_ids import TextIds
+from tests.rerank_models import minilm_tokenizer
+texts = TextIds(minilm_tokenizer().backend_tokenizer)
+batch = ["cell protein gene cancer expression " * 20 + str(i) for i in range(200)]
+want = texts.ids(batch)
+with ThreadPoolExecutor(4) as pool:
+    got = list(pool.map(lambda _: texts.ids(batch), range(16)))
+import numba
+assert numba.threading_layer() == "workqueue", numba.threading_layer()
+sys.exit(0 if all(g == want for g in got) else 3)
+"""
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
