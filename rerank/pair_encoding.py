@@ -6,8 +6,8 @@ although at most ``L`` tokens survive, and each encoding is converted to Python 
 :class:`PairEncoder` gives the same token ids and type ids with less work:
 
 - each distinct query and document is tokenized once, without special tokens, by the Rust
-  tokenizer's batch call (all cores, no offsets; ASCII text skips BERT's normalizer, see
-  :mod:`rerank.text_ids`);
+  tokenizer's batch call (all cores, no offsets), or for BERT tokenizers by a compiled
+  WordPiece on text normalized in Python (:mod:`rerank.text_ids`);
 - a long document is tokenized only up to a space past ``chars_per_token * L`` characters;
   when that prefix holds too few tokens to decide the truncation it is tokenized whole again,
   so the cut never changes a kept token;

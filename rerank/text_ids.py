@@ -61,10 +61,9 @@ class TextIds:
         if normalizer.get("type") == "BertNormalizer":
             self.plain = Tokenizer.from_str(self.full.to_str())
             self.plain.normalizer = None
-            # what each non-printable-ASCII character becomes; others are learned as they come
-            self._replace = {chr(c): "" for c in _ASCII_CONTROL} | {"\t": " ", "\n": " ", "\r": " "}
-            if not normalizer.get("clean_text", True):
-                self._replace = {}
+            # what each character other than printable ASCII becomes; the rest are learned as met
+            clean = normalizer.get("clean_text", True)
+            self._replace = {chr(c): "" for c in _ASCII_CONTROL} | {"\t": " ", "\n": " ", "\r": " "} if clean else {}
             self._unmapped: set[str] = set()
             self._lowercase = normalizer.get("lowercase", True)
             added = [t.content for t in backend.get_added_tokens_decoder().values() if t.content]
@@ -131,16 +130,14 @@ class TextIds:
         if self.plain is None:
             return Tokenized.of(self._rust(self.full, texts))
         normalized = [self._normalized(t) for t in texts]
-        fast = np.fromiter((n is not None for n in normalized), dtype=bool, count=len(texts))
-        if fast.all() or not fast.any():
-            return self._fast(normalized) if fast.all() else Tokenized.of(self._rust(self.full, texts))
-        fast_rows, slow_rows = np.flatnonzero(fast), np.flatnonzero(~fast)
-        quick = self._fast([normalized[i] for i in fast_rows])
-        slow = Tokenized.of(self._rust(self.full, [texts[i] for i in slow_rows]))
-        starts, lengths = np.empty(len(texts), dtype=np.int64), np.empty(len(texts), dtype=np.int64)
-        starts[fast_rows], lengths[fast_rows] = quick.starts, quick.lengths
-        starts[slow_rows], lengths[slow_rows] = slow.starts + len(quick.pool), slow.lengths
-        return Tokenized(np.concatenate([quick.pool, slow.pool]), starts, lengths)
+        slow = [i for i, n in enumerate(normalized) if n is None]
+        # the texts that need the Rust tokenizer go through the fast path as empty texts, and
+        # their ids are put in afterwards
+        quick = self._fast([n if n is not None else "" for n in normalized])
+        if not slow:
+            return quick
+        rust = Tokenized.of(self._rust(self.full, [texts[i] for i in slow]))
+        return quick.replace(np.asarray(slow, dtype=np.int64), rust)
 
     def ids(self, texts: Sequence[str]) -> list[list[int]]:
         """:meth:`encode` as lists."""

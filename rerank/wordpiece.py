@@ -1,11 +1,11 @@
-"""BERT's WordPiece on normalized ASCII text, compiled: the tokenizer a GPU cross-encoder waits on.
+"""BERT's WordPiece on normalized text, compiled: the tokenizer a GPU cross-encoder waits on.
 
 The Rust tokenizer spends about 0.6 ms per SciFact abstract on one core (normalized-string
 bookkeeping, a String per token), and its ids come back as Python lists, which cost as much
-again to turn into arrays. For text that BERT's normalizer has already made plain ASCII
-(:mod:`rerank.text_ids` does that in C string methods), the pre-tokenizer and WordPiece are
-simple enough to run as one numba loop over all texts at once, in parallel, writing ids
-straight into an int64 array:
+again to turn into arrays. For text already normalized, with every character the
+pre-tokenizer splits on turned into ASCII spaces around it (:mod:`rerank.text_ids` does that),
+the pre-tokenizer and WordPiece are simple enough to run as one numba loop over the UTF-8
+bytes of all texts at once, in parallel, writing ids straight into an int64 array:
 
 - words are runs of characters between spaces and ASCII punctuation; each punctuation
   character is a word of its own (``BertPreTokenizer``);
@@ -17,7 +17,7 @@ Vocabulary entries live in a trie (children sorted by character, searched by bis
 two roots, one for word starts and one for ``##`` continuations, so the longest match is one
 walk. :func:`WordPieceKernel.from_spec` returns ``None`` for any tokenizer that is not exactly
 this shape, and the caller keeps the Rust tokenizer; tests compare the two on every ASCII
-character and on SciFact-like text.
+character, on Unicode text and on SciFact-like text.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ _SPACE = 32
 
 
 class WordPieceKernel:
-    """Token ids of normalized ASCII texts, as BertPreTokenizer + WordPiece give them.
+    """Token ids of normalized texts, as BertPreTokenizer + WordPiece give them.
 
     Build with :meth:`from_spec`; call :meth:`encode`.
     """
