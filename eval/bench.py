@@ -30,12 +30,19 @@ BENCHMARKS = Registry(
 )
 
 
-def race(contenders: dict[str, Callable[[], Any]], rounds: int = 5) -> dict[str, tuple[float, Any]]:
+def race(
+    contenders: dict[str, Callable[[], Any]], rounds: int = 5, warm: bool = False
+) -> dict[str, tuple[float, Any]]:
     """Time each contender ``rounds`` times, taking turns, and keep each one's fastest run.
 
     Taking turns spreads any background load over both sides, and the minimum is the run
     least disturbed by it; the ratio of minima is what a benchmark reports. As in ``timeit``,
     the garbage collector is paused during each timed run.
+
+    ``warm``: call each contender once, untimed, right before its timed run. Without it a
+    contender starts with the previous one's data in the CPU caches (and the collection's
+    leftovers): for millisecond-scale in-memory searches that eviction alone cost ours 10%
+    (the sparse bench), a state a server answering a stream of queries is never in.
     """
     best: dict[str, tuple[float, Any]] = {name: (float("inf"), None) for name in contenders}
     for _ in range(rounds):
@@ -43,6 +50,8 @@ def race(contenders: dict[str, Callable[[], Any]], rounds: int = 5) -> dict[str,
             # the last run's output is freed here, not inside the next contender's timed call
             result = None
             gc.collect()  # like timeit: no collection of earlier garbage lands in a timed run
+            if warm:
+                fn()
             gc.disable()
             try:
                 t = time.perf_counter()

@@ -33,7 +33,7 @@ from .base import Retriever
 from .errors import InvalidInput
 from .progress import progress
 from .storage import read_index, write_index
-from .topk import id_ranks, rankings_from_rows, top_k_sparse_rows
+from .topk import doc_names, id_ranks, rankings_from_rows, top_k_sparse_rows
 from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
@@ -145,7 +145,7 @@ class BM25Retriever(Retriever):
         self.term_index = {t: i for i, t in enumerate(vocab)}
         self.indptr, self.postings, self.tfs = indptr, postings, tfs
         self.doc_lens, self.doc_ids = doc_lens, doc_ids
-        self._id_list, self._id_ranks = doc_ids.tolist(), id_ranks(doc_ids)
+        self._names, self._id_ranks = doc_names(doc_ids), id_ranks(doc_ids)
         self.analyzer = analyzer
         self.k1, self.b, self.variant = float(k1), float(b), variant
         self._stats: CollectionStats | None = None
@@ -287,11 +287,11 @@ class BM25Retriever(Retriever):
 
                 docs, scores, counts = exact_top_k(m.indptr, m.indices, m.data, self._id_ranks, qm.indptr,
                                                    qm.indices, qm.data, k)  # fmt: skip
-                out.extend(rankings_from_rows([q.id for q in batch], docs, scores, counts, self._id_list))
+                out.extend(rankings_from_rows([q.id for q in batch], docs, scores, counts, self._names))
             else:
                 # float64 products summed in the query's term order: the kernel's sums exactly
                 scores = (qm @ m).tocsr()
-                out.extend(top_k_sparse_rows([q.id for q in batch], scores, self._id_list, self._id_ranks, k))
+                out.extend(top_k_sparse_rows([q.id for q in batch], scores, self._names, self._id_ranks, k))
         return out
 
     # -- persistence ---------------------------------------------------------------------

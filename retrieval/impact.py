@@ -28,11 +28,11 @@ import scipy.sparse as sp
 from .base import Retriever
 from .errors import IndexMismatch, InvalidInput, require
 from .impact_approx import BLOCK_ARRAYS, ApproxParams
-from .impact_build import HEAD_SIZE, index_arrays
+from .impact_build import HEAD_SIZE, forward_postings, index_arrays
 from .impact_search import _SLACK, Lookup, Postings, top_k_arrays
 from .sparse_vectors import check_vocab, vectors_to_csr, vocab_hash
 from .storage import read_index, write_index
-from .topk import id_ranks, rankings_from_rows
+from .topk import doc_names, id_ranks, rankings_from_rows
 from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class ImpactRetriever(Retriever):
         self.vocab = vocab
         self.params = dict(params)
         self.doc_ids = arrays["doc_ids"]
-        self._doc_id_list: list[str] = self.doc_ids.tolist()
+        self._names = doc_names(self.doc_ids)
         self.full = Postings(arrays["indptr"], arrays["docs"], arrays["impacts"])
         self.heads = Postings(arrays["head_indptr"], arrays["head_docs"], arrays["head_impacts"])
         self.max_impact = np.asarray(arrays["max_impact"], dtype=np.float64)
@@ -249,7 +249,7 @@ class ImpactRetriever(Retriever):
         hits = self._search(q, k, mode, engine, approx, ids)
         # Hits arrive sorted by score desc, doc id asc (the id_rank tie-break, the same order
         # Ranking.from_scores gives): no second sort per query.
-        return rankings_from_rows(ids, hits.docs, hits.scores, hits.counts, self._doc_id_list)
+        return rankings_from_rows(ids, hits.docs, hits.scores, hits.counts, self._names)
 
     def search_arrays(
         self,
@@ -315,8 +315,7 @@ class ImpactRetriever(Retriever):
         """The impacts by document (doc -> terms ascending), derived from the postings once."""
         if self._forward is None:
             m = self.document_matrix()
-            m.sort_indices()
-            self._forward = Postings(m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data)
+            self._forward = forward_postings(m, m.dtype)
         return self._forward
 
     # -- persistence ---------------------------------------------------------------------

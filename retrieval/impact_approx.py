@@ -28,6 +28,7 @@ import numpy as np
 
 from .errors import InvalidInput
 from .impact_search import Postings
+from .sparse_vectors import term_dtype
 
 log = logging.getLogger(__name__)
 
@@ -142,5 +143,6 @@ def build_blocks(full: Postings, forward: Postings, params: ApproxParams,
     )
     log.info("approximate lists: %d of %d postings kept, %d blocks, %d summary entries",
              len(block_docs), len(full.docs), len(block_ptr) - 1, len(s_terms))  # fmt: skip
+    s_terms = s_terms.astype(term_dtype(len(lengths)))
     return dict(zip(BLOCK_ARRAYS, (term_blocks, block_ptr, block_docs, s_ptr, s_terms, s_values, s_scale),
                     strict=True))  # fmt: skip

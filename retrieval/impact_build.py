@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from .impact_approx import ApproxParams, build_blocks, term_ranks
 from .impact_search import Postings
-from .sparse_vectors import impact_dtype
+from .sparse_vectors import impact_dtype, term_dtype
 
 #: Highest-impact postings kept per term for the numpy engine's score lower bound.
 HEAD_SIZE = 16
@@ -53,7 +53,13 @@ def index_arrays(
         "head_docs": full.docs[head], "head_impacts": full.impacts[head],
     }  # fmt: skip
     if approx is not None:
-        m.sort_indices()
-        forward = Postings(m.indptr.astype(np.int64), m.indices.astype(np.int32), m.data.astype(dtype))
+        forward = forward_postings(m, dtype)
         arrays.update(build_blocks(full, forward, approx, (order, rank)))
     return arrays, dtype
+
+
+def forward_postings(matrix: sp.csr_matrix, dtype: np.dtype) -> Postings:
+    """The impacts by document (doc -> terms ascending, ids in :func:`term_dtype`)."""
+    matrix.sort_indices()
+    return Postings(matrix.indptr.astype(np.int64), matrix.indices.astype(term_dtype(matrix.shape[1])),
+                    matrix.data.astype(dtype))  # fmt: skip

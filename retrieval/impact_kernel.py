@@ -262,8 +262,9 @@ def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k)
             # each hold a document that high), so only chunks reaching it hold candidates.
             for j in range(lo, hi):
                 t, w = q_terms[j], q_weights[j]
-                for p in range(indptr[t], indptr[t + 1]):
-                    # an unsigned index spares numba's negative-index wraparound: 25% of the loop
+                # unsigned indexes spare numba's negative-index wraparound (a shift, a mask and
+                # an add per load): the doc id's took 25% off this loop, the position's 10-20%
+                for p in range(np.uintp(indptr[t]), np.uintp(indptr[t + 1])):
                     acc[np.uintp(docs[p])] += w * impacts[p]
             if k <= _SMALL_K:
                 nc = _scan_chunks(acc, n_chunks, k, buf, keep_c, keep_m, keep_v, cand_d, cand_s)
@@ -283,8 +284,8 @@ def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k)
         else:
             for j in range(lo, hi):
                 t, w = q_terms[j], q_weights[j]
-                for p in range(indptr[t], indptr[t + 1]):
-                    d = docs[p]
+                for p in range(np.uintp(indptr[t]), np.uintp(indptr[t + 1])):
+                    d = np.uintp(docs[p])
                     # a zero cell is a first visit; recording it without a branch keeps the
                     # loop free of mispredictions
                     cand_d[nc] = d
@@ -301,24 +302,20 @@ def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k)
 
 
 @_inline
-def _dot(terms, values, a, e, qv, q_terms, q_weights, lo, hi):
-    """Dot product of the sparse row ``terms/values[a:e]`` with the query (terms ascending in both).
+def _dot(terms, values, a, e, qbits, qv):
+    """Dot product of the sparse row ``terms/values[a:e]`` (a block summary, a document) with
+    the query: ``qv`` dense, ``qbits`` a bitmap of its terms.
 
-    A short query against a long row (a block summary, a document) looks each query term up
-    by binary search; otherwise the row's terms are gathered from the dense query ``qv``.
+    The row is scanned and only terms whose bit is set are gathered and added. The bitmap
+    (a few KB) stays in L1 and its test is rarely true, so the loop runs at load speed with
+    no floating-point add chained through every entry; it replaced a binary search of each
+    query term in the row and a gather of every entry: 30% off the approximate query time.
     """
     s = 0.0
-    if (hi - lo) * 8 < e - a:
-        for j in range(lo, hi):
-            p = a + np.searchsorted(terms[a:e], q_terms[j])
-            if p < e and terms[p] == q_terms[j]:
-                s += q_weights[j] * values[p]
-                a = p + 1
-            else:
-                a = p
-    else:
-        for p in range(a, e):
-            s += qv[terms[p]] * values[p]
+    for p in range(np.uintp(a), np.uintp(e)):
+        t = np.uintp(terms[p])
+        if qbits[t >> np.uintp(6)] & (np.uint64(1) << (t & np.uintp(63))):
+            s += qv[t] * values[p]
     return s
 
 
@@ -339,6 +336,7 @@ def seismic_top_k(
     out_scores = np.zeros((n_q, k))
     counts = np.zeros(n_q, dtype=np.int64)
     qv = np.zeros(len(max_impact))
+    qbits = np.zeros((len(max_impact) + 63) // 64, dtype=np.uint64)
     seen = np.zeros(n_docs, dtype=np.bool_)
     seen_list = np.empty(n_docs, dtype=np.int64)
     best_s, best_d = np.empty(k), np.empty(k, dtype=np.int64)
@@ -346,6 +344,7 @@ def seismic_top_k(
         lo, hi = q_indptr[r], q_indptr[r + 1]
         for j in range(lo, hi):
             qv[q_terms[j]] = q_weights[j]
+            qbits[q_terms[j] >> 6] |= np.uint64(1) << np.uint64(q_terms[j] & 63)
         # the query term cut keeps the terms that can add the most (weight x largest impact):
         # with flat query weights (bag-of-words counts) the weight alone would pick at random
         ub = np.empty(hi - lo)
@@ -358,8 +357,7 @@ def seismic_top_k(
             b0, nb = term_blocks[t], term_blocks[t + 1] - term_blocks[t]
             dots = np.empty(nb)
             for b in range(nb):
-                s = _dot(summary_terms, summary_values, summary_ptr[b0 + b], summary_ptr[b0 + b + 1], qv, q_terms,
-                         q_weights, lo, hi)
+                s = _dot(summary_terms, summary_values, summary_ptr[b0 + b], summary_ptr[b0 + b + 1], qbits, qv)
                 dots[b] = s * summary_scale[b0 + b]
             for b in np.argsort(-dots):  # most promising blocks first: the k-th score rises fast
                 if m == k and dots[b] < heap_factor * best_s[k - 1] * (1.0 - slack):
@@ -371,13 +369,14 @@ def seismic_top_k(
                     seen[d] = True
                     seen_list[ns] = d
                     ns += 1
-                    s = _dot(fwd_terms, fwd_impacts, fwd_ptr[d], fwd_ptr[d + 1], qv, q_terms, q_weights, lo, hi)
+                    s = _dot(fwd_terms, fwd_impacts, fwd_ptr[d], fwd_ptr[d + 1], qbits, qv)
                     if s > 0.0 and (m < k or s >= best_s[k - 1]):
                         m = _insert(best_s, best_d, m, k, d, s, id_rank)
         for i in range(ns):
             seen[seen_list[i]] = False
         for j in range(lo, hi):
             qv[q_terms[j]] = 0.0
+            qbits[q_terms[j] >> 6] = np.uint64(0)
         out_scores[r, :m] = best_s[:m]
         out_docs[r, :m] = best_d[:m]
         counts[r] = m
