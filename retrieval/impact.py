@@ -27,7 +27,7 @@ import scipy.sparse as sp
 
 from .base import Retriever
 from .errors import IndexMismatch, InvalidInput, require
-from .impact_approx import BLOCK_ARRAYS, ApproxParams
+from .impact_approx import BLOCK_ARRAYS, ApproxParams, summaries_by_term
 from .impact_build import HEAD_SIZE, forward_postings, index_arrays
 from .impact_search import _SLACK, Lookup, Postings, top_k_arrays
 from .sparse_vectors import check_vocab, vectors_to_csr, vocab_hash
@@ -37,7 +37,8 @@ from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2
+#: 3: block summaries stored by list and term (2: by block, regrouped when loaded).
+FORMAT_VERSION = 3
 DEFAULT_APPROX = ApproxParams()
 
 __all__ = ["DEFAULT_APPROX", "ApproxParams", "ImpactHits", "ImpactRetriever"]
@@ -79,7 +80,12 @@ class ImpactRetriever(Retriever):
         self.full = Postings(arrays["indptr"], arrays["docs"], arrays["impacts"])
         self.heads = Postings(arrays["head_indptr"], arrays["head_docs"], arrays["head_impacts"])
         self.max_impact = np.asarray(arrays["max_impact"], dtype=np.float64)
-        self.blocks = {name: arrays[name] for name in BLOCK_ARRAYS} if "block_ptr" in arrays else None
+        self.blocks = None
+        if "summary_terms" in arrays:  # format 2
+            arrays = {**arrays, **summaries_by_term(arrays["term_blocks"], arrays["summary_ptr"],
+                                                    arrays["summary_terms"], arrays["summary_values"], len(vocab))}
+        if "block_ptr" in arrays:
+            self.blocks = {name: arrays[name] for name in BLOCK_ARRAYS}
         self.id_rank = id_ranks(self.doc_ids)
         # Derived in memory when first needed: the numpy engine's impact lookups and the
         # approximate mode's forward index (doc -> terms).
@@ -306,8 +312,7 @@ class ImpactRetriever(Retriever):
         p = built.search_only(approx) if approx is not None else built
         fwd, b = self.forward(), self.blocks
         return ImpactHits(*impact_kernel.seismic_top_k(
-            b["term_blocks"], b["block_ptr"], b["block_docs"], b["summary_ptr"], b["summary_terms"],
-            b["summary_values"], b["summary_scale"], fwd.indptr, fwd.docs, fwd.impacts, self.id_rank,
+            *(b[name] for name in BLOCK_ARRAYS), fwd.indptr, fwd.docs, fwd.impacts, self.id_rank,
             self.max_impact, indptr, terms, weights, k, p.query_terms, p.heap_factor, _SLACK,
         ))  # fmt: skip
 
@@ -334,7 +339,7 @@ class ImpactRetriever(Retriever):
 
     @classmethod
     def load(cls, path: str | Path) -> Self:
-        manifest, arrays, jsons = read_index(path, cls.kind, (FORMAT_VERSION,))
+        manifest, arrays, jsons = read_index(path, cls.kind, (2, FORMAT_VERSION))
         vocab = jsons["vocab"]
         if len(vocab) != manifest.params["vocab_size"] or vocab_hash(vocab) != manifest.params["vocab_hash"]:
             raise IndexMismatch(f"{path}: vocab.json does not match the manifest's vocabulary size/hash")

@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import InvalidInput
 from .impact_search import Postings
-from .sparse_vectors import term_dtype
+from .sparse_vectors import id_dtype
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,8 @@ class ApproxParams:
 
 
 #: Arrays of the approximate mode, saved with the index.
-BLOCK_ARRAYS = ("term_blocks", "block_ptr", "block_docs", "summary_ptr", "summary_terms", "summary_values",
-                "summary_scale")  # fmt: skip
+BLOCK_ARRAYS = ("term_blocks", "block_ptr", "block_docs", "summary_list_cols", "summary_col_terms",
+                "summary_col_ptr", "summary_col_blocks", "summary_col_values", "summary_scale")  # fmt: skip
 
 
 def term_ranks(full: Postings) -> tuple[np.ndarray, np.ndarray]:
@@ -143,6 +143,20 @@ def build_blocks(full: Postings, forward: Postings, params: ApproxParams,
     )
     log.info("approximate lists: %d of %d postings kept, %d blocks, %d summary entries",
              len(block_docs), len(full.docs), len(block_ptr) - 1, len(s_terms))  # fmt: skip
-    s_terms = s_terms.astype(term_dtype(len(lengths)))
-    return dict(zip(BLOCK_ARRAYS, (term_blocks, block_ptr, block_docs, s_ptr, s_terms, s_values, s_scale),
-                    strict=True))  # fmt: skip
+    return {"term_blocks": term_blocks, "block_ptr": block_ptr, "block_docs": block_docs,
+            **summaries_by_term(term_blocks, s_ptr, s_terms, s_values, len(lengths)), "summary_scale": s_scale}
+
+
+def summaries_by_term(term_blocks: np.ndarray, summary_ptr: np.ndarray, summary_terms: np.ndarray,
+                      summary_values: np.ndarray, n_terms: int) -> dict[str, np.ndarray]:  # fmt: skip
+    """Each list's block summaries as columns by term (the form search reads: only the
+    query's terms), ids in the smallest type that holds them."""
+    from .impact_kernel import summary_columns
+
+    list_cols, col_terms, col_ptr, col_blocks, col_values = summary_columns(
+        term_blocks, summary_ptr, summary_terms, summary_values, n_terms
+    )
+    blocks_per_list = int(np.diff(term_blocks).max(initial=0))
+    return {"summary_list_cols": list_cols, "summary_col_terms": col_terms.astype(id_dtype(n_terms)),
+            "summary_col_ptr": col_ptr, "summary_col_blocks": col_blocks.astype(id_dtype(blocks_per_list)),
+            "summary_col_values": col_values}  # fmt: skip

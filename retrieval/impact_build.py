@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from .impact_approx import ApproxParams, build_blocks, term_ranks
 from .impact_search import Postings
-from .sparse_vectors import impact_dtype, term_dtype
+from .sparse_vectors import id_dtype, impact_dtype
 
 #: Highest-impact postings kept per term for the numpy engine's score lower bound.
 HEAD_SIZE = 16
@@ -59,7 +59,7 @@ def index_arrays(
 
 
 def forward_postings(matrix: sp.csr_matrix, dtype: np.dtype) -> Postings:
-    """The impacts by document (doc -> terms ascending, ids in :func:`term_dtype`)."""
+    """The impacts by document (doc -> terms ascending, ids in :func:`id_dtype`)."""
     matrix.sort_indices()
-    return Postings(matrix.indptr.astype(np.int64), matrix.indices.astype(term_dtype(matrix.shape[1])),
+    return Postings(matrix.indptr.astype(np.int64), matrix.indices.astype(id_dtype(matrix.shape[1])),
                     matrix.data.astype(dtype))  # fmt: skip
