@@ -10,7 +10,8 @@ Built once from the posting lists:
    of consecutive impacts, tried first, made summaries so loose that nothing was skipped.)
 3. Summaries: per block, the maximum impact of every term over its documents, cut to the
    heaviest terms holding ``summary_energy`` of its mass and quantized to 8 bits with one
-   scale per block.
+   scale per block; stored by list and term (:func:`summaries_by_term`), so a query reads
+   only its own terms' entries of a list's summaries.
 
 At search time (:func:`retrieval.impact_kernel.seismic_top_k`) only the ``query_terms``
 query terms that can add the most (weight x maximum impact) are followed; a block is

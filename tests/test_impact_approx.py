@@ -82,3 +82,46 @@ def test_recall_and_order_with_pruning():
     for a in approx:  # score desc, ties by doc id, like Ranking.from_scores
         hits = list(zip(a.scores, a.doc_ids, strict=True))
         assert hits == sorted(hits, key=lambda h: (-h[0], h[1]))
+
+
+def _summary_rows(index: ImpactRetriever):
+    """Each block's summary row (terms, 8-bit values), computed by block as format 2 stored them."""
+    from retrieval.impact_kernel import block_summaries
+
+    fwd, b = index.forward(), index.blocks
+    energy = index.params["approx"]["summary_energy"]
+    return block_summaries(b["block_ptr"], b["block_docs"], fwd.indptr, fwd.docs, fwd.impacts, len(index.vocab),
+                           energy)  # fmt: skip
+
+
+def test_summaries_by_term_hold_every_block_row():
+    docs, ids, vocab, queries = _collection(2, 600, 70, 40, 0.12)
+    index = ImpactRetriever.from_vectors(ids, docs, vocab, 1.0, approx=ApproxParams(min_postings=8, block_size=6,
+                                                                                   summary_energy=0.8))  # fmt: skip
+    ptr, terms, values, _ = _summary_rows(index)
+    b = index.blocks
+    assert b["summary_col_terms"].dtype == np.uint16 and b["summary_col_blocks"].dtype == np.uint16
+    for t in range(len(vocab)):
+        b0, b1 = b["term_blocks"][t], b["term_blocks"][t + 1]
+        by_rows = np.zeros((b1 - b0, len(vocab)), dtype=np.int64)
+        for blk in range(b0, b1):
+            by_rows[blk - b0, terms[ptr[blk] : ptr[blk + 1]]] = values[ptr[blk] : ptr[blk + 1]]
+        by_cols = np.zeros_like(by_rows)
+        cols = range(b["summary_list_cols"][t], b["summary_list_cols"][t + 1])
+        col_terms = b["summary_col_terms"][cols.start : cols.stop]
+        assert (np.diff(col_terms.astype(np.int64)) > 0).all()  # ascending, each term once
+        for g in cols:
+            lo, hi = b["summary_col_ptr"][g], b["summary_col_ptr"][g + 1]
+            by_cols[b["summary_col_blocks"][lo:hi], b["summary_col_terms"][g]] = b["summary_col_values"][lo:hi]
+        np.testing.assert_array_equal(by_cols, by_rows)
+
+
+def test_format_2_summary_rows_are_regrouped_on_load():
+    docs, ids, vocab, queries = _collection(3, 500, 60, 30, 0.12)
+    index = ImpactRetriever.from_vectors(ids, docs, vocab, 1.0, approx=ApproxParams(min_postings=8, block_size=6))
+    ptr, terms, values, _ = _summary_rows(index)
+    old = {name: a for name, a in index._arrays().items() if not name.startswith("summary_col")
+           and name != "summary_list_cols"}  # fmt: skip
+    old.update(summary_ptr=ptr, summary_terms=terms, summary_values=values)
+    loaded = ImpactRetriever(old, vocab, index.params)
+    assert loaded.search_vectors(queries, 10, mode="approx") == index.search_vectors(queries, 10, mode="approx")
