@@ -13,7 +13,7 @@ order :meth:`Ranking.from_scores` gives.
   lived here before) was slower on SciFact, 64 us against 13 us per query (5k docs, 4.4k
   postings per query), and so was a term-at-a-time MaxScore that completes candidates by
   lookups (19 us against 11: each lookup is a cache miss); on a 207k-doc synthetic corpus
-  (``cascade bench sparse --opt scale=40``) this kernel runs 5x faster than scipy's brute
+  (``cascade bench sparse --opt scale=40``) this kernel runs 5.2x faster than scipy's brute
   force. Without numba the vectorized MaxScore of :mod:`retrieval.impact_search` runs instead.
 - :func:`seismic_top_k`: the approximate mode (Seismic, Bruch et al., SIGIR 2024): the
   heaviest query terms only; their statically pruned lists are clustered into blocks of
