@@ -342,30 +342,44 @@ def _summary_dots(c0, c1, col_terms, col_ptr, col_blocks, col_values, scale, q_t
     return dots
 
 
+@_inline
+def _distinct_terms(terms, a, e, count, used):
+    """The distinct terms of ``terms[a:e]`` into ``used`` (returns how many), each one's
+    occurrences added to ``count``."""
+    nu = 0
+    for p in range(a, e):
+        u = terms[p]
+        if count[u] == 0:
+            used[nu] = u
+            nu += 1
+        count[u] += 1
+    return nu
+
+
 @_jit
 def summary_columns(term_blocks, summary_ptr, summary_terms, summary_values, n_terms):
     """The block summaries of each list regrouped by term: (list_cols (lists + 1), col_terms,
     col_ptr, col_blocks (block number within its list), col_values). List ``t``'s columns are
     ``list_cols[t]:list_cols[t + 1]``, terms ascending; a column's blocks ascend."""
     n_lists, n_entries = len(term_blocks) - 1, len(summary_terms)
+    count = np.zeros(n_terms, dtype=np.int64)
+    used = np.empty(n_terms, dtype=np.int64)
     list_cols = np.zeros(n_lists + 1, dtype=np.int64)
-    col_terms = np.empty(n_entries, dtype=np.int64)
-    col_ptr = np.zeros(n_entries + 1, dtype=np.int64)
+    for t in range(n_lists):  # columns per list first: the arrays below are allocated exactly
+        nu = _distinct_terms(summary_terms, summary_ptr[term_blocks[t]], summary_ptr[term_blocks[t + 1]], count,
+                             used)  # fmt: skip
+        for i in range(nu):
+            count[used[i]] = 0
+        list_cols[t + 1] = list_cols[t] + nu
+    col_terms = np.empty(list_cols[n_lists], dtype=np.int32)
+    col_ptr = np.zeros(list_cols[n_lists] + 1, dtype=np.int64)
     col_blocks = np.empty(n_entries, dtype=np.int32)
     col_values = np.empty(n_entries, dtype=np.uint8)
-    count = np.zeros(n_terms, dtype=np.int64)
     slot = np.empty(n_terms, dtype=np.int64)
-    used = np.empty(n_terms, dtype=np.int64)
     nc = 0
     for t in range(n_lists):
         b0, b1 = term_blocks[t], term_blocks[t + 1]
-        nu = 0
-        for p in range(summary_ptr[b0], summary_ptr[b1]):
-            u = summary_terms[p]
-            if count[u] == 0:
-                used[nu] = u
-                nu += 1
-            count[u] += 1
+        nu = _distinct_terms(summary_terms, summary_ptr[b0], summary_ptr[b1], count, used)
         pos = summary_ptr[b0]  # the list's entries keep their span, only their order changes
         for u in np.sort(used[:nu]):
             col_terms[nc] = u
@@ -380,8 +394,7 @@ def summary_columns(term_blocks, summary_ptr, summary_terms, summary_values, n_t
                 col_blocks[slot[u]] = b - b0
                 col_values[slot[u]] = summary_values[p]
                 slot[u] += 1
-        list_cols[t + 1] = nc
-    return list_cols, col_terms[:nc].copy(), col_ptr[: nc + 1].copy(), col_blocks, col_values
+    return list_cols, col_terms, col_ptr, col_blocks, col_values
 
 
 @_jit
