@@ -15,11 +15,10 @@ for any ``k1``/``b`` without re-tokenizing the corpus.
 from __future__ import annotations
 
 import logging
-from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, islice
 from pathlib import Path
 from typing import Self
 
@@ -37,6 +36,9 @@ from .topk import doc_names, id_ranks, rankings_from_rows, top_k_sparse_rows
 from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
+
+#: Documents analyzed together: new words are found and stemmed once per batch.
+_ANALYZE_BATCH = 1024
 
 FORMAT_VERSION = 1
 
@@ -168,23 +170,27 @@ class BM25Retriever(Retriever):
         analyzer = Analyzer(stemmer, stopwords)
         term_index: dict[str, int] = {}
         doc_ids: list[str] = []
-        post_terms, post_docs, post_tfs, lens = array("i"), array("i"), array("i"), array("i")
-        docs = check_unique(docs)
-        for doc in progress(docs, "bm25 index", enabled=show_progress):
-            d = len(doc_ids)
-            doc_ids.append(doc.id)
-            terms = analyzer(doc.contents)
-            lens.append(len(terms))
-            counts = Counter(terms)
-            for term in counts:
-                if term not in term_index:
-                    term_index[term] = len(term_index)
-            post_terms.extend(map(term_index.__getitem__, counts))
-            post_docs.extend(repeat(d, len(counts)))
-            post_tfs.extend(counts.values())
+        pairs, tfs, lens = [], [], []
+        stream = iter(progress(check_unique(docs), "bm25 index", enabled=show_progress))
+        while chunk := list(islice(stream, _ANALYZE_BATCH)):
+            terms = analyzer.analyze_many([doc.contents for doc in chunk])
+            flat = list(chain.from_iterable(terms))
+            # ids in order of first appearance: the same vocabulary on every run
+            new = [t for t in dict.fromkeys(flat) if t not in term_index]
+            term_index.update(zip(new, range(len(term_index), len(term_index) + len(new)), strict=True))
+            n = np.fromiter(map(len, terms), dtype=np.int64, count=len(terms))
+            ids = np.fromiter(map(term_index.__getitem__, flat), dtype=np.int64, count=len(flat))
+            docs_of = np.repeat(np.arange(len(doc_ids), len(doc_ids) + len(chunk), dtype=np.int64), n)
+            # (doc, term) pairs and their counts in one sort, no Counter per document
+            key, tf = np.unique(docs_of << 32 | ids, return_counts=True)
+            pairs.append(key)
+            tfs.append(tf.astype(np.int32))
+            lens.append(n.astype(np.int32))
+            doc_ids.extend(doc.id for doc in chunk)
         if not doc_ids:
             raise InvalidInput("the corpus is empty: nothing to index")
-        terms_arr = np.frombuffer(post_terms, dtype=np.int32)
+        key = np.concatenate(pairs)
+        terms_arr = (key & 0xFFFFFFFF).astype(np.int32)
         order = np.argsort(terms_arr, kind="stable")  # stable: doc ids stay ascending per term
         indptr = np.zeros(len(term_index) + 1, dtype=np.int64)
         np.cumsum(np.bincount(terms_arr, minlength=len(term_index)), out=indptr[1:])
@@ -192,9 +198,9 @@ class BM25Retriever(Retriever):
         return cls(
             vocab=list(term_index),
             indptr=indptr,
-            postings=np.frombuffer(post_docs, dtype=np.int32)[order],
-            tfs=np.frombuffer(post_tfs, dtype=np.int32)[order],
-            doc_lens=np.frombuffer(lens, dtype=np.int32).copy(),
+            postings=(key >> 32).astype(np.int32)[order],
+            tfs=np.concatenate(tfs)[order],
+            doc_lens=np.concatenate(lens),
             doc_ids=np.array(doc_ids, dtype=str),
             analyzer=analyzer,
             k1=k1,

@@ -23,3 +23,14 @@ def test_porter_reference_departures_from_snowball():
 def test_no_stemmer_and_custom_stopwords():
     a = Analyzer(stemmer=None, stopwords=["cells"])
     assert a("Stem cells differentiate") == ["stem", "differentiate"]
+
+
+def test_analyze_many_matches_one_by_one_and_a_full_cache_loses_no_word(monkeypatch):
+    texts = ["Stem cells differentiate", "John's cells", "", "Neurology of stem-cell assembly", "the of"]
+    one_by_one = [Analyzer()(t) for t in texts]
+    assert Analyzer().analyze_many(texts) == one_by_one
+    # the stem cache is bounded: when it is cleared, the batch that overflowed it keeps its terms
+    monkeypatch.setattr("retrieval.analysis._MAX_CACHE", 3)
+    a = Analyzer()
+    assert [a(t) for t in texts] == one_by_one
+    assert a.analyze_many(texts) == one_by_one
