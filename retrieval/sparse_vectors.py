@@ -124,8 +124,8 @@ def vectors_to_csr(
         raise InvalidInput("query vectors must be a scipy sparse matrix or a list of {term: weight} dicts")
     if m.nnz and (not np.isfinite(m.data).all() or m.data.min() < 0):
         raise InvalidInput("query weights must be finite and >= 0")
-    m.sort_indices()
-    return m
+    # a sorted copy: a caller's CSR matrix shares its arrays with ``m`` and stays as it was
+    return m if m.has_sorted_indices else m.sorted_indices()
 
 
 def prune_rows(matrix: sp.csr_matrix, top_k: int | None) -> sp.csr_matrix:

@@ -330,3 +330,12 @@ def test_lucene_impact_search_matches_native(in_own_process, tmp_path):
     deep = lucene.search_vectors(queries.tocsr(), 60, vocab=vocab)
     relisted = [Ranking.from_scores(r.query_id, r.doc_ids, np.round(r.scores), 10) for r in deep]
     assert relisted == native
+
+
+def test_query_matrix_of_the_caller_is_not_reordered():
+    from retrieval.sparse_vectors import vectors_to_csr
+
+    q = sp.csr_matrix((np.array([2.0, 1.0]), np.array([3, 1]), np.array([0, 2])), shape=(1, 5))
+    m = vectors_to_csr(q, [f"t{i}" for i in range(5)])
+    assert m.indices.tolist() == [1, 3] and m.data.tolist() == [1.0, 2.0]
+    assert q.indices.tolist() == [3, 1] and q.data.tolist() == [2.0, 1.0]
