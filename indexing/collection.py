@@ -23,33 +23,38 @@ segments move to the new one, documents changed in the meantime keep their newer
 A merged segment's directory is removed once no search still reads it.
 
 One process owns a collection directory at a time.
+Its configuration and result types are in :mod:`indexing.collection_config`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import re
 import shutil
 import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
 from retrieval.errors import IndexMismatch, InvalidInput, NotFound
-from retrieval.pipeline import Pipeline, PipelineSpec, RetrieverStage
+from retrieval.pipeline import Pipeline, PipelineSpec
 from retrieval.storage import atomic_dir
 from retrieval.types import Document, Query, Ranking
 
-from .chunking import ChunkConfig, chunk_documents
-from .corpus import check_unique
+from .chunking import chunk_documents
+from .collection_config import (
+    NAME_PATTERN,
+    CollectionConfig,
+    IngestResult,
+    SearchHit,
+    SearchOutput,
+    content_hash,
+    trim_depth,
+    validate_documents,
+)
 from .filters import compile_filter
 from .index_set import stage_key
 from .segment import Segment, SegmentView, Snapshot, SnapshotSearch, build_segment, make_snapshot
@@ -57,8 +62,6 @@ from .segment import Segment, SegmentView, Snapshot, SnapshotSearch, build_segme
 log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-RESERVED_METADATA = ("parent_id", "start", "end")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (id INTEGER PRIMARY KEY, num_chunks INTEGER NOT NULL, created REAL NOT NULL);
@@ -67,100 +70,6 @@ CREATE TABLE IF NOT EXISTS docs (
     title TEXT NOT NULL, metadata TEXT NOT NULL
 ) WITHOUT ROWID;
 """
-
-
-class ChunkingSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    max_tokens: int = Field(256, ge=8, le=8192, description="whitespace tokens per chunk")
-    overlap: int = Field(32, ge=0, le=1024)
-
-    @model_validator(mode="after")
-    def _overlap_below_max(self) -> ChunkingSpec:
-        if self.overlap >= self.max_tokens:
-            raise ValueError(f"overlap ({self.overlap}) must be below max_tokens ({self.max_tokens})")
-        return self
-
-    def config(self) -> ChunkConfig:
-        return ChunkConfig(self.max_tokens, self.overlap)
-
-
-class CompactionSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    max_segments: int = Field(8, ge=1, le=1000, description="more segments than this trigger a merge")
-    min_live_ratio: float = Field(
-        0.5, ge=0, le=1, description="a segment with fewer live chunks is rewritten"
-    )
-    background: bool = True
-
-
-class CollectionConfig(BaseModel):
-    """What a collection is created with. The pipeline's retriever stages are the indexes
-    every segment holds; the pipeline itself is the default for searches."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
-    pipeline: PipelineSpec
-    chunking: ChunkingSpec = ChunkingSpec()
-    compaction: CompactionSpec = CompactionSpec()
-
-    @property
-    def stages(self) -> list[RetrieverStage]:
-        seen: dict[str, RetrieverStage] = {}
-        for s in self.pipeline.retrievers:
-            seen.setdefault(stage_key(s), s.model_copy(update={"search": {}}))
-        return list(seen.values())
-
-
-@dataclass(frozen=True)
-class IngestResult:
-    added: int
-    updated: int
-    unchanged: int
-    chunks: int
-    segment: int | None
-
-
-@dataclass(frozen=True)
-class SearchHit:
-    id: str  # chunk id
-    doc_id: str  # parent document id
-    score: float
-    document: Document | None  # the chunk, when fields were asked for
-
-
-@dataclass(frozen=True)
-class SearchOutput:
-    hits: list[list[SearchHit]]
-    timings_s: dict[str, float]
-
-
-def trim_depth(spec: PipelineSpec, k: int) -> PipelineSpec:
-    """One retriever stage and no reranker: its top ``k`` are the answer, deeper hits are never read."""
-    if len(spec.retrievers) != 1 or spec.rerankers:
-        return spec
-    stage = spec.retrievers[0]
-    return spec.model_copy(update={"retrievers": [stage.model_copy(update={"depth": min(stage.depth, k)})]})
-
-
-def content_hash(doc: Document) -> str:
-    payload = json.dumps(
-        [doc.title, doc.text, dict(doc.metadata)], sort_keys=True, ensure_ascii=False, default=str
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def validate_documents(docs: Iterable[Document]) -> list[Document]:
-    out = []
-    for doc in check_unique(docs):
-        if not doc.id or not doc.id.strip():
-            raise InvalidInput("a document has an empty id")
-        if not (doc.text.strip() or doc.title.strip()):
-            raise InvalidInput(f"document {doc.id!r} has no text")
-        clash = [k for k in RESERVED_METADATA if k in doc.metadata]
-        if clash:
-            raise InvalidInput(f"document {doc.id!r}: metadata keys {clash} are reserved for chunk offsets")
-        out.append(doc)
-    return out
 
 
 class Collection:

@@ -28,7 +28,8 @@ from retrieval.presets import PRESETS
 from retrieval.registry import RERANKERS
 from retrieval.types import Document, Query
 
-from .collection import NAME_PATTERN, Collection, CollectionConfig, SearchOutput
+from .collection import Collection
+from .collection_config import NAME_PATTERN, CollectionConfig, SearchOutput
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from retrieval.sharded import ShardedRetriever, shard_paths
 from retrieval.storage import MANIFEST, read_manifest
 from retrieval.types import Query
 
-from .collection import SearchHit, SearchOutput, trim_depth
+from .collection_config import SearchHit, SearchOutput, trim_depth
 from .index_set import IndexSet
 
 #: Opens one index directory of the index set for searching: anything with ``search(queries, k, **kw)``.

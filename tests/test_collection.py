@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from collection_data import make_docs, make_queries
 
-from indexing.collection import Collection, CollectionConfig
+from indexing.collection import Collection
+from indexing.collection_config import CollectionConfig
 from retrieval.bm25 import BM25Retriever
 from retrieval.errors import IndexMismatch, InvalidInput
 from retrieval.pipeline import PipelineSpec
