@@ -37,7 +37,7 @@ from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
 
-#: Documents analyzed together: new words are found and stemmed once per batch.
+#: Documents whose (doc, term) counts are taken together, by one numpy sort.
 _ANALYZE_BATCH = 1024
 
 FORMAT_VERSION = 1
@@ -173,7 +173,7 @@ class BM25Retriever(Retriever):
         pairs, tfs, lens = [], [], []
         stream = iter(progress(check_unique(docs), "bm25 index", enabled=show_progress))
         while chunk := list(islice(stream, _ANALYZE_BATCH)):
-            terms = analyzer.analyze_many([doc.contents for doc in chunk])
+            terms = analyzer.analyze_many(doc.contents for doc in chunk)
             flat = list(chain.from_iterable(terms))
             # ids in order of first appearance: the same vocabulary on every run
             new = [t for t in dict.fromkeys(flat) if t not in term_index]
