@@ -125,3 +125,17 @@ def test_format_2_summary_rows_are_regrouped_on_load():
     old.update(summary_ptr=ptr, summary_terms=terms, summary_values=values)
     loaded = ImpactRetriever(old, vocab, index.params)
     assert loaded.search_vectors(queries, 10, mode="approx") == index.search_vectors(queries, 10, mode="approx")
+
+
+def test_vocabulary_beyond_16_bits_keeps_int32_ids_and_exactness():
+    rng = np.random.default_rng(4)
+    n, v = 200, 70_000
+    cols = rng.choice(v, size=(n, 12))
+    docs = sp.csr_matrix((rng.integers(1, 30, n * 12), cols.ravel(), np.arange(0, n * 12 + 1, 12)), shape=(n, v))
+    docs.sum_duplicates()
+    queries = docs[rng.choice(n, 20)].copy()
+    queries.data = rng.integers(1, 4, queries.nnz).astype(np.float64)
+    index = ImpactRetriever.from_vectors([f"d{i}" for i in range(n)], docs, [f"t{i}" for i in range(v)], 1.0,
+                                         approx=LOSSLESS)  # fmt: skip
+    assert index.blocks["summary_col_terms"].dtype == np.int32 and index.forward().docs.dtype == np.int32
+    assert index.search_vectors(queries, 10, mode="approx", approx=LOSSLESS) == index.search_vectors(queries, 10)
