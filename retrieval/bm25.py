@@ -38,7 +38,7 @@ from .types import Document, Query, Ranking
 log = logging.getLogger(__name__)
 
 #: Documents whose (doc, term) counts are taken together, by one numpy sort.
-_ANALYZE_BATCH = 1024
+_COUNT_BATCH = 1024
 
 FORMAT_VERSION = 1
 
@@ -172,7 +172,7 @@ class BM25Retriever(Retriever):
         doc_ids: list[str] = []
         pairs, tfs, lens = [], [], []
         stream = iter(progress(check_unique(docs), "bm25 index", enabled=show_progress))
-        while chunk := list(islice(stream, _ANALYZE_BATCH)):
+        while chunk := list(islice(stream, _COUNT_BATCH)):
             terms = analyzer.analyze_many(doc.contents for doc in chunk)
             flat = list(chain.from_iterable(terms))
             # ids in order of first appearance: the same vocabulary on every run

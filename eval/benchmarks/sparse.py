@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from eval.bench import race as _race
+from eval.bench import race
 from eval.benchmarks import sparse_baselines as base
 from eval.datasets import load_dataset
 from retrieval.bm25 import BM25Retriever
@@ -44,7 +44,8 @@ from retrieval.impact import ApproxParams, ImpactRetriever
 
 log = logging.getLogger(__name__)
 
-race = partial(_race, warm=True)
+#: every race here times each contender warm (see :func:`eval.bench.race`)
+warm_race = partial(race, warm=True)
 
 #: Approximate settings of the trade-off curve: (build fields, search fields).
 CURVE = [
@@ -91,7 +92,7 @@ def _curve(doc_ids, doc_matrix, vocab, queries, qids, k, exact, exact_fn, rounds
         index = ImpactRetriever.from_vectors(doc_ids, doc_matrix, vocab, 100.0, ApproxParams(**build))
         index_s = time.perf_counter() - t
         params = ApproxParams(**build, **search)
-        timed = race({"exact": exact_fn, "approx": lambda i=index, p=params: i.search_vectors(
+        timed = warm_race({"exact": exact_fn, "approx": lambda i=index, p=params: i.search_vectors(
             queries, k, qids, mode="approx", approx=p)}, rounds)  # fmt: skip
         out.append({"params": asdict(params), "index_s": round(index_s, 2),
                     "queries_per_s": _qps(len(qids), timed["approx"][0]),
@@ -129,7 +130,7 @@ def run(dataset_dir: Path, device: str | None = None, k: int = 10, split: str = 
             return index.search_vectors(queries, k, qids, engine=engine)
 
         one = [queries[i] for i in range(queries.shape[0])]
-        timed = race({
+        timed = warm_race({
             "scipy": lambda: brute(queries, qids, k), "exact": exact_fn,
             "exact_arrays": lambda: index.search_arrays(queries, k, engine=engine),
             "scipy_per_query": lambda: [brute(q, [i], k) for q, i in zip(one, qids, strict=True)],
@@ -165,9 +166,9 @@ def run(dataset_dir: Path, device: str | None = None, k: int = 10, split: str = 
         }  # fmt: skip
         for name, enabled, fn in (
             ("seismic", seismic, lambda: base.seismic(doc_ids, doc_matrix, vocab, queries, qids, k, exact, SEISMIC,
-                                                      lambda c: race(c, rounds))),
+                                                      lambda c: warm_race(c, rounds))),
             ("lucene", lucene and scale == 1, lambda: base.lucene(doc_ids, doc_matrix, vocab, queries, qids, k, exact,
-                                                                  race)),
+                                                                  warm_race)),
         ):  # fmt: skip
             if enabled:
                 try:
