@@ -3,7 +3,7 @@
 Postings are plain numpy arrays (doc indexes int32 ascending per term, integer impacts
 uint8/uint16), saved through :mod:`retrieval.storage` and loaded memory-mapped. Exact search
 runs the whole query batch in one compiled call when numba is installed
-(:mod:`retrieval.impact_kernel`, extra ``fast``), else a MaxScore vectorized with numpy over
+(:mod:`retrieval.impact_kernel`, :mod:`retrieval.seismic_kernel`, extra ``fast``), else a MaxScore vectorized with numpy over
 the batch (:mod:`retrieval.impact_search`); either way the results equal a brute-force sparse
 dot product ranked by :meth:`Ranking.from_scores`. The approximate mode follows Seismic
 (:mod:`retrieval.impact_approx`: static pruning, blocks with summary vectors, query term cut).
@@ -311,7 +311,9 @@ class ImpactRetriever(Retriever):
         built = ApproxParams(**self.params["approx"])
         p = built.search_only(approx) if approx is not None else built
         fwd, b = self.forward(), self.blocks
-        return ImpactHits(*impact_kernel.seismic_top_k(
+        from . import seismic_kernel
+
+        return ImpactHits(*seismic_kernel.seismic_top_k(
             *(b[name] for name in BLOCK_ARRAYS), fwd.indptr, fwd.docs, fwd.impacts, self.id_rank,
             self.max_impact, indptr, terms, weights, k, p.query_terms, p.heap_factor, _SLACK,
         ))  # fmt: skip

@@ -13,7 +13,7 @@ Built once from the posting lists:
    scale per block; stored by list and term (:func:`summaries_by_term`), so a query reads
    only its own terms' entries of a list's summaries.
 
-At search time (:func:`retrieval.impact_kernel.seismic_top_k`) only the ``query_terms``
+At search time (:func:`retrieval.seismic_kernel.seismic_top_k`) only the ``query_terms``
 query terms that can add the most (weight x maximum impact) are followed; a block is
 skipped when its summary's dot product with the query is below ``heap_factor`` x the
 current k-th score; the documents of the other blocks are scored exactly through a
@@ -113,7 +113,8 @@ def build_blocks(full: Postings, forward: Postings, params: ApproxParams,
         params: the pruning and blocking parameters.
         ranks: :func:`term_ranks` of ``full`` when the caller has it already.
     """
-    from .impact_kernel import AVAILABLE, block_summaries, cluster_lists
+    from .impact_kernel import AVAILABLE
+    from .seismic_kernel import block_summaries, cluster_lists
 
     if not AVAILABLE:
         log.warning("numba is not installed: blocks are clustered in plain Python (slow); "
@@ -153,7 +154,7 @@ def summaries_by_term(term_blocks: np.ndarray, summary_ptr: np.ndarray, summary_
                       summary_values: np.ndarray, n_terms: int) -> dict[str, np.ndarray]:  # fmt: skip
     """Each list's block summaries as columns by term (the form search reads: only the
     query's terms), ids in the smallest type that holds them."""
-    from .impact_kernel import summary_columns
+    from .seismic_kernel import summary_columns
 
     list_cols, col_terms, col_ptr, col_blocks, col_values = summary_columns(
         term_blocks, summary_ptr, summary_terms, summary_values, n_terms

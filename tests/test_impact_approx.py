@@ -86,7 +86,7 @@ def test_recall_and_order_with_pruning():
 
 def _summary_rows(index: ImpactRetriever):
     """Each block's summary row (terms, 8-bit values), computed by block as format 2 stored them."""
-    from retrieval.impact_kernel import block_summaries
+    from retrieval.seismic_kernel import block_summaries
 
     fwd, b = index.forward(), index.blocks
     energy = index.params["approx"]["summary_energy"]
