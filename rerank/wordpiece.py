@@ -26,19 +26,7 @@ import threading
 
 import numpy as np
 
-try:
-    import numba
-
-    _jit = numba.njit(cache=True, nogil=True)
-    _parallel = numba.njit(cache=True, nogil=True, parallel=True)
-    _prange = numba.prange
-except ImportError:  # pragma: no cover - the Rust tokenizer is used without numba
-    numba = None
-
-    def _jit(f):
-        return f
-
-    _parallel, _prange = _jit, range
+from retrieval.compiled import AVAILABLE, jit, parallel, prange
 
 #: One parallel kernel at a time: numba's fallback threading layer (workqueue, where neither
 #: TBB nor OpenMP is installed) aborts the process on concurrent parallel calls, and a server
@@ -87,7 +75,7 @@ class WordPieceKernel:
     def from_spec(cls, spec: dict) -> WordPieceKernel | None:
         """A kernel for a tokenizer JSON (``Tokenizer.to_str()``) with a cleaning
         BertNormalizer, BertPreTokenizer and WordPiece; ``None`` for anything else."""
-        if numba is None:
+        if not AVAILABLE:
             return None
         model, normalizer, pre = spec.get("model") or {}, spec.get("normalizer") or {}, spec.get("pre_tokenizer") or {}
         if (model.get("type") != "WordPiece" or pre.get("type") != "BertPreTokenizer"
@@ -120,7 +108,7 @@ class WordPieceKernel:
         return pool, packed, counts
 
 
-@_jit
+@jit
 def _child(first, chars, nodes, node, byte):
     lo, hi = first[node], first[node + 1]
     while lo < hi:
@@ -134,7 +122,7 @@ def _child(first, chars, nodes, node, byte):
     return -1
 
 
-@_jit
+@jit
 def _chars(data, begin, end):
     """UTF-8 characters in ``data[begin:end]``: every byte but continuation bytes."""
     n = 0
@@ -143,7 +131,7 @@ def _chars(data, begin, end):
     return n
 
 
-@_jit
+@jit
 def _word(data, begin, end, first, chars, nodes, ids, unk_id, max_chars, out, at):
     """Write the word ``data[begin:end]``'s pieces at ``out[at:]``; returns the new end."""
     if end - begin > max_chars and _chars(data, begin, end) > max_chars:
@@ -168,15 +156,15 @@ def _word(data, begin, end, first, chars, nodes, ids, unk_id, max_chars, out, at
     return written
 
 
-@_jit
+@jit
 def _pack(spans, starts, counts, packed, pool):
     for t in range(len(starts)):
         pool[packed[t] : packed[t] + counts[t]] = spans[starts[t] : starts[t] + counts[t]]
 
 
-@_parallel
+@parallel
 def _tokenize(data, starts, lengths, first, chars, nodes, ids, punct, unk_id, max_chars, out, counts):
-    for t in _prange(len(starts)):
+    for t in prange(len(starts)):
         pos, end, at = starts[t], starts[t] + lengths[t], starts[t]
         while pos < end:
             byte = data[pos]

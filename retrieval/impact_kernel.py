@@ -16,31 +16,16 @@ order), the order :meth:`Ranking.from_scores` gives.
   (``cascade bench sparse --opt scale=40``) this kernel runs 5.2x faster than scipy's brute
   force. Without numba the vectorized MaxScore of :mod:`retrieval.impact_search` runs instead.
 
-The approximate mode's kernels are in :mod:`retrieval.seismic_kernel`; both share the jit
-decorators and the sorted top-k buffer (:func:`insert_hit`) defined here.
-
-Without numba ``jit`` is the identity, so the same functions run as plain (slow) Python.
+The approximate mode's kernels are in :mod:`retrieval.seismic_kernel` and share the sorted
+top-k buffer (:func:`insert_hit`) defined here. Without numba the decorators of
+:mod:`retrieval.compiled` are the identity, so the same functions run as plain (slow) Python.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-try:
-    import numba
-
-    jit = numba.njit(cache=True, nogil=True)
-    inline = numba.njit(cache=True, nogil=True, inline="always")
-except ImportError:  # pragma: no cover - callers require numba for the hot paths
-    numba = None
-
-    def jit(f):
-        return f
-
-    inline = jit
-
-
-AVAILABLE = numba is not None
+from .compiled import AVAILABLE, inline, jit  # noqa: F401 - AVAILABLE: callers ask here
 
 
 @inline

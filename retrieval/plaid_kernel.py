@@ -18,22 +18,12 @@ from __future__ import annotations
 
 import numpy as np
 
-try:  # imported only when the compiled path is asked for
-    import numba
+from .compiled import AVAILABLE, jit  # noqa: F401 - AVAILABLE: callers ask here
 
-    _jit = numba.njit(cache=True, nogil=True)
-except ImportError:  # pragma: no cover - callers check AVAILABLE first
-    numba = None
-
-    def _jit(f):
-        return f
-
-
-AVAILABLE = numba is not None
 PRUNED = np.float32(-1.0e4)  # as the torch path (PLAID's -9999): finite, so such a document stays a candidate
 
 
-@_jit
+@jit
 def _top_cells(scores, ncells):
     """The ``ncells`` best centroids of each query token (column of ``scores``), any order.
 
@@ -56,7 +46,7 @@ def _top_cells(scores, ncells):
     return ids
 
 
-@_jit
+@jit
 def _bag_score(scores, lq, bag_codes, start, end, keep, use_keep, acc):
     """Approximate MaxSim of one document: per query token, the max over its bag's centroids."""
     for t in range(lq):
@@ -75,14 +65,14 @@ def _bag_score(scores, lq, bag_codes, start, end, keep, use_keep, acc):
     return total
 
 
-@_jit
+@jit
 def _keep_best(cands, approx, n):
     """The ``n`` best candidates by approximate score (stable: earlier candidates win ties)."""
     order = np.argsort(-approx, kind="mergesort")[:n]
     return cands[np.sort(order)]
 
 
-@_jit
+@jit
 def candidates(
     scores, ncells, threshold, ndocs, k,
     ivf_indptr, ivf_pids, bag_offsets, bag_codes, stamp, stamp_value,
@@ -147,7 +137,7 @@ def candidates(
     return cands
 
 
-@_jit
+@jit
 def inverse_norms(codes, residuals, centroids, table):
     """1 / ||centroid + residual|| of every token (computed once per index, kept in memory)."""
     per_byte = table.shape[1]
@@ -164,7 +154,7 @@ def inverse_norms(codes, residuals, centroids, table):
     return out
 
 
-@_jit
+@jit
 def exact_scores(docs, scores, q, doc_offsets, codes, residuals, table, inv_norms):
     """MaxSim of one query against the decompressed tokens of ``docs``.
 

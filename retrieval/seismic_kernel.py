@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .impact_kernel import inline, insert_hit, jit
+from .compiled import inline, jit
+from .impact_kernel import insert_hit
 
 
 @inline
