@@ -64,12 +64,6 @@ def _int4_to_long(i: np.ndarray) -> np.ndarray:
     return np.where(shift == -1, bits, (bits | 0x08) << np.maximum(shift, 0))
 
 
-def _compiled_available() -> bool:
-    from .impact_kernel import AVAILABLE
-
-    return AVAILABLE
-
-
 def lucene_quantized_length(lengths: np.ndarray) -> np.ndarray:
     """Document lengths as Lucene sees them after encoding the norm in one byte."""
     lengths = np.asarray(lengths, dtype=np.int64)
@@ -281,7 +275,9 @@ class BM25Retriever(Retriever):
             raise InvalidInput(f"unknown engine {engine!r}; valid: auto, numba, scipy")
         # the compiled kernel marks unseen documents by a zero score, so it needs weights > 0
         # (always so for Lucene's idf; a corpus-wide Okapi floor could break it)
-        use_numba = engine == "numba" or (engine == "auto" and _compiled_available())
+        from .compiled import AVAILABLE
+
+        use_numba = engine == "numba" or (engine == "auto" and AVAILABLE)
         use_numba = use_numba and self._positive_weights
         out = []
         m = self._matrix

@@ -44,12 +44,6 @@ DEFAULT_APPROX = ApproxParams()
 __all__ = ["DEFAULT_APPROX", "ApproxParams", "ImpactHits", "ImpactRetriever"]
 
 
-def _numba_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("numba") is not None
-
-
 @dataclass(frozen=True)
 class ImpactHits:
     """Top hits of a query batch as arrays: row i holds ``counts[i]`` hits, best first.
@@ -296,7 +290,9 @@ class ImpactRetriever(Retriever):
         terms, weights = q.indices[keep].astype(np.int64), q.data[keep].astype(np.float64)
         for i in np.flatnonzero(np.diff(indptr) == 0):
             log.warning("query %s has no terms left that occur in the index: no hits", ids[i] if ids else i)
-        if engine == "numpy" or (engine == "auto" and not _numba_available()):
+        from .compiled import AVAILABLE
+
+        if engine == "numpy" or (engine == "auto" and not AVAILABLE):
             if self._lookup is None:
                 self._lookup = Lookup(self.full, self.num_docs)
             return ImpactHits(*top_k_arrays(self._lookup, self.max_impact, self.heads, self.id_rank, indptr, terms,

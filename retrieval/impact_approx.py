@@ -113,7 +113,7 @@ def build_blocks(full: Postings, forward: Postings, params: ApproxParams,
         params: the pruning and blocking parameters.
         ranks: :func:`term_ranks` of ``full`` when the caller has it already.
     """
-    from .impact_kernel import AVAILABLE
+    from .compiled import AVAILABLE
     from .seismic_kernel import block_summaries, cluster_lists
 
     if not AVAILABLE:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compiled import AVAILABLE, inline, jit  # noqa: F401 - AVAILABLE: callers ask here
+from .compiled import inline, jit
 
 
 @inline

@@ -387,7 +387,7 @@ class PLAIDIndex(Retriever):
             raise InvalidInput(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
         if engine == "torch":
             return False
-        from .plaid_kernel import AVAILABLE
+        from .compiled import AVAILABLE
 
         if engine == "numba" and (not AVAILABLE or self.device.type != "cpu"):
             raise InvalidInput("engine='numba' needs numba installed (extra 'fast') and a CPU index")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compiled import AVAILABLE, jit  # noqa: F401 - AVAILABLE: callers ask here
+from .compiled import jit
 
 PRUNED = np.float32(-1.0e4)  # as the torch path (PLAID's -9999): finite, so such a document stays a candidate
 

@@ -5,9 +5,9 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
+from retrieval.compiled import AVAILABLE
 from retrieval.errors import InvalidInput
 from retrieval.plaid import HIGH_RECALL, PLAIDIndex, SearchParams
-from retrieval.plaid_kernel import AVAILABLE
 from retrieval.residual import ResidualCodec
 from tests.test_plaid import _corpus
 
