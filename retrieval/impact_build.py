@@ -60,6 +60,7 @@ def index_arrays(
 
 def forward_postings(matrix: sp.csr_matrix, dtype: np.dtype) -> Postings:
     """The impacts by document (doc -> terms ascending, ids in :func:`id_dtype`)."""
-    matrix.sort_indices()
+    if not matrix.has_sorted_indices:
+        matrix = matrix.sorted_indices()  # a copy: the caller's matrix may share these arrays
     return Postings(matrix.indptr.astype(np.int64), matrix.indices.astype(id_dtype(matrix.shape[1])),
                     matrix.data.astype(dtype))  # fmt: skip
