@@ -12,9 +12,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from indexing.engine import Engine
-from indexing.index_collection import IndexCollection, IndexOpener
-from retrieval.pipeline import PipelineSpec
+from cascade.api.service.engine import Engine
+from cascade.api.service.index_collection import IndexCollection, IndexOpener
+from cascade.retrieval.pipeline import PipelineSpec
 
 from . import errors
 from .metrics import Metrics

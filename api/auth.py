@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from retrieval.errors import Forbidden, Unauthorized
+from cascade.retrieval.errors import Forbidden, Unauthorized
 
 
 @dataclass(frozen=True)

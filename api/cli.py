@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from retrieval.errors import CascadeError, InvalidInput
+from cascade.retrieval.errors import CascadeError, InvalidInput
 
 log = logging.getLogger("cascade")
 
@@ -41,11 +41,11 @@ def _print_json(obj) -> None:
 
 
 def cmd_eval(args) -> int:
-    from eval.datasets import load_dataset
-    from eval.evaluate import evaluate_pipeline, score_run
-    from eval.metrics import parse_metrics
-    from eval.trec import read_run
-    from retrieval.pipeline import PipelineSpec
+    from cascade.eval.datasets import load_dataset
+    from cascade.eval.evaluate import evaluate_pipeline, score_run
+    from cascade.eval.metrics import parse_metrics
+    from cascade.eval.trec import read_run
+    from cascade.retrieval.pipeline import PipelineSpec
 
     metrics = parse_metrics(args.metrics)
     dataset = load_dataset(args.dataset, args.split)
@@ -64,7 +64,7 @@ def cmd_eval(args) -> int:
         report, pq = rep.to_json(), rep.per_query
         report.pop("per_query", None)
     if args.compare:
-        from eval.significance import paired_t_test, randomization_test
+        from cascade.eval.significance import paired_t_test, randomization_test
 
         other, base_pq = score_run(dataset, read_run(args.compare), metrics, True)
         report["significance"] = {
@@ -95,7 +95,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from eval.bench import run_benchmark
+    from cascade.eval.bench import run_benchmark
 
     result = run_benchmark(args.name, args.dataset, device=args.device, **_kv(args.opt))
     if args.json:
@@ -109,9 +109,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_index(args) -> int:
-    from indexing.corpus import read_corpus
-    from indexing.index_set import IndexSet
-    from retrieval.pipeline import PipelineSpec
+    from cascade.indexing.corpus import read_corpus
+    from cascade.indexing.index_set import IndexSet
+    from cascade.retrieval.pipeline import PipelineSpec
 
     spec = PipelineSpec.resolve(args.pipeline)
     fields = {k: v for k, v in (("id_field", args.id_field), ("text_field", args.text_field),
@@ -121,7 +121,7 @@ def cmd_index(args) -> int:
         raise InvalidInput(f"corpus {corpus} does not exist")
     source = None
     if args.ray_workers:
-        from indexing.ray_build import CorpusSource
+        from cascade.indexing.ray_build import CorpusSource
 
         source = CorpusSource(str(corpus.resolve()), args.format, fields)
     index_set = IndexSet(args.out, lambda: read_corpus(corpus, args.format, **fields), shards=args.shards,
@@ -134,9 +134,9 @@ def cmd_index(args) -> int:
 
 
 def cmd_search(args) -> int:
-    from indexing.index_set import IndexSet
-    from retrieval.pipeline import PipelineSpec
-    from retrieval.types import Query
+    from cascade.indexing.index_set import IndexSet
+    from cascade.retrieval.pipeline import PipelineSpec
+    from cascade.retrieval.types import Query
 
     if not Path(args.index).is_dir():
         raise InvalidInput(f"index directory {args.index} does not exist (build it with `cascade index`)")
@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_serve(sub) -> None:
     """``cascade serve`` lives with the API app; it is only registered when that module exists."""
     try:
-        from api.server import add_collection_parser, add_serve_parser
+        from .server import add_collection_parser, add_serve_parser
     except ImportError:
         return
     add_serve_parser(sub)

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from retrieval.errors import CascadeError
+from cascade.retrieval.errors import CascadeError
 
 
 def error_response(status: int, type_: str, message: str) -> JSONResponse:

@@ -9,9 +9,9 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import TypeAdapter, ValidationError
 
-from indexing.corpus import json_lines, read_corpus
-from retrieval.errors import InvalidInput
-from retrieval.types import Document
+from cascade.indexing.corpus import json_lines, read_corpus
+from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.types import Document
 
 from .schemas import DocumentIn
 

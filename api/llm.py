@@ -8,8 +8,8 @@ import json
 import re
 from collections.abc import AsyncIterator, Sequence
 
-from retrieval.context import PackedContext
-from retrieval.errors import MissingDependency, Unavailable, require
+from cascade.api.service.context import PackedContext
+from cascade.retrieval.errors import MissingDependency, Unavailable, require
 
 from .settings import Settings
 

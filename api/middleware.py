@@ -18,7 +18,7 @@ import re
 import time
 import uuid
 
-from retrieval.errors import PayloadTooLarge
+from cascade.retrieval.errors import PayloadTooLarge
 
 from .metrics import Metrics
 

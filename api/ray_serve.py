@@ -35,12 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from indexing.index_collection import index_dirs, index_shards, load_index
-from rerank.base import Reranker
-from retrieval.errors import CascadeError, InvalidInput, require
-from retrieval.registry import RERANKERS
-from retrieval.sharded import merge_rankings, merge_stats, shard_stats
-from retrieval.types import Document, Query, Ranking
+from cascade.api.service.index_collection import index_dirs, index_shards, load_index
+from cascade.rerank.base import Reranker
+from cascade.retrieval.errors import CascadeError, InvalidInput, require
+from cascade.retrieval.registry import RERANKERS
+from cascade.retrieval.sharded import merge_rankings, merge_stats, shard_stats
+from cascade.retrieval.types import Document, Query, Ranking
 
 from .settings import Settings
 

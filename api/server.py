@@ -7,7 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-from retrieval.errors import InvalidInput, require
+from cascade.retrieval.errors import InvalidInput, require
 
 log = logging.getLogger("cascade.serve")
 
@@ -115,9 +115,9 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_collection(args) -> int:
-    from indexing.corpus import read_corpus
-    from indexing.engine import Engine
-    from retrieval.progress import progress
+    from cascade.api.service.engine import Engine
+    from cascade.indexing.corpus import read_corpus
+    from cascade.retrieval.progress import progress
 
     if args.action != "list" and not args.name:
         raise InvalidInput(f"cascade collection {args.action} needs a collection name")

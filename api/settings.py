@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from retrieval.models import DEFAULT_DENSE_MODEL
+from cascade.retrieval.models import DEFAULT_DENSE_MODEL
 
 
 class Settings(BaseModel):

@@ -14,18 +14,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from retrieval.registry import Registry
+from cascade.retrieval.registry import Registry
 
 BENCHMARKS = Registry(
     "benchmark",
     {
-        "bm25": "eval.benchmarks.bm25:run",
-        "dense-encode": "eval.benchmarks.dense:encode",
-        "dense-search": "eval.benchmarks.dense:search",
-        "plaid": "eval.benchmarks.plaid:run",
-        "rerank": "eval.benchmarks.rerank:run_rerank",
-        "listwise": "eval.benchmarks.rerank:run_listwise",
-        "sparse": "eval.benchmarks.sparse:run",
+        "bm25": "cascade.eval.benchmarks.bm25:run",
+        "dense-encode": "cascade.eval.benchmarks.dense:encode",
+        "dense-search": "cascade.eval.benchmarks.dense:search",
+        "plaid": "cascade.eval.benchmarks.plaid:run",
+        "rerank": "cascade.eval.benchmarks.rerank:run_rerank",
+        "listwise": "cascade.eval.benchmarks.rerank:run_listwise",
+        "sparse": "cascade.eval.benchmarks.sparse:run",
     },
 )
 

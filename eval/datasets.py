@@ -29,9 +29,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from indexing.corpus import read_jsonl, read_msmarco_collection
-from retrieval.errors import InvalidInput, NotFound
-from retrieval.types import Document, Qrels, Query
+from cascade.indexing.corpus import read_jsonl, read_msmarco_collection
+from cascade.retrieval.errors import InvalidInput, NotFound
+from cascade.retrieval.types import Document, Qrels, Query
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from indexing.index_set import IndexSet
-from retrieval.pipeline import PipelineSpec
-from retrieval.types import Run
+from cascade.indexing.index_set import IndexSet
+from cascade.retrieval.pipeline import PipelineSpec
+from cascade.retrieval.types import Run
 
 from .datasets import Dataset, cache_dir
 from .metrics import evaluate, per_query

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from retrieval.errors import InvalidInput
-from retrieval.types import Qrels, Run
+from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.types import Qrels, Run
 
 _NAMES = {"ndcg": "nDCG", "recall": "R", "mrr": "RR", "map": "AP", "p": "P", "precision": "P"}
 _BINARY = {"R", "RR", "AP", "P"}

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 from scipy import stats
 
-from retrieval.errors import InvalidInput
+from cascade.retrieval.errors import InvalidInput
 
 
 def _paired(a: Mapping[str, float], b: Mapping[str, float]) -> tuple[np.ndarray, np.ndarray]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval.errors import InvalidInput, NotFound
-from retrieval.storage import atomic_file
-from retrieval.types import Ranking, Run
+from cascade.retrieval.errors import InvalidInput, NotFound
+from cascade.retrieval.storage import atomic_file
+from cascade.retrieval.types import Ranking, Run
 
 
 def write_run(run: Run, path: str | Path, tag: str = "cascade") -> None:

@@ -11,8 +11,8 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from retrieval.errors import InvalidInput
-from retrieval.types import Document
+from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.types import Document
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n")
 _WORD = re.compile(r"\S+")

@@ -16,8 +16,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import InvalidInput, NotFound
-from retrieval.types import Document
+from cascade.retrieval.errors import InvalidInput, NotFound
+from cascade.retrieval.types import Document
 
 FOLDER_EXTENSIONS = (".txt", ".md", ".html", ".htm")
 
@@ -165,13 +165,3 @@ def read_corpus(path: str | Path, fmt: str = "auto", **fields) -> Iterator[Docum
     if fmt not in readers:
         raise InvalidInput(f"unknown corpus format {fmt!r}; valid: {', '.join(readers)}")
     return readers[fmt]()
-
-
-def check_unique(docs: Iterable[Document]) -> Iterator[Document]:
-    """Pass documents through, failing on the first repeated id (an index needs unique ids)."""
-    seen: set[str] = set()
-    for doc in docs:
-        if doc.id in seen:
-            raise InvalidInput(f"duplicate document id {doc.id!r}")
-        seen.add(doc.id)
-        yield doc

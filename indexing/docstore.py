@@ -13,8 +13,8 @@ import threading
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from retrieval.errors import InvalidInput, NotFound
-from retrieval.types import Document
+from cascade.retrieval.errors import InvalidInput, NotFound
+from cascade.retrieval.types import Document
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS docs (

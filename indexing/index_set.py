@@ -20,14 +20,13 @@ import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from retrieval.base import Retriever
-from retrieval.errors import NotFound
-from retrieval.pipeline import Pipeline, PipelineSpec, RetrieverStage
-from retrieval.registry import RETRIEVERS
-from retrieval.storage import MANIFEST
-from retrieval.types import Document
+from cascade.retrieval.base import Retriever
+from cascade.retrieval.errors import NotFound
+from cascade.retrieval.pipeline import Pipeline, PipelineSpec, RetrieverStage
+from cascade.retrieval.registry import RETRIEVERS
+from cascade.retrieval.storage import MANIFEST
+from cascade.retrieval.types import Document, check_unique
 
-from .corpus import check_unique
 from .docstore import DocStore
 
 log = logging.getLogger(__name__)

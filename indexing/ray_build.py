@@ -21,12 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import InvalidInput, require
-from retrieval.registry import RETRIEVERS
-from retrieval.sharded import commit_shards, shard_docs, shard_name
-from retrieval.storage import MANIFEST
+from cascade.retrieval.errors import InvalidInput, require
+from cascade.retrieval.registry import RETRIEVERS
+from cascade.retrieval.sharded import commit_shards, shard_docs, shard_name
+from cascade.retrieval.storage import MANIFEST
 
-from .corpus import check_unique, read_corpus
+from .corpus import read_corpus
 
 log = logging.getLogger(__name__)
 

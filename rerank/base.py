@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from retrieval.errors import InvalidInput
-from retrieval.types import Document, Query, Ranking
+from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.types import Document, Query, Ranking
 
 
 class Reranker(ABC):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retrieval.errors import InvalidInput
+from cascade.retrieval.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 

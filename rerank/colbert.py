@@ -6,10 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from rerank.base import Reranker
-from retrieval.colbert import ColBERTEncoder, MultiVectors
-from retrieval.maxsim import MaxSim
-from retrieval.types import Document
+from cascade.retrieval.encoders.colbert import ColBERTEncoder, MultiVectors
+from cascade.retrieval.late.maxsim import MaxSim
+from cascade.retrieval.types import Document
+
+from .base import Reranker
 
 
 class ColBERTReranker(Reranker):

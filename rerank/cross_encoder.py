@@ -17,8 +17,8 @@ from typing import Literal
 
 import numpy as np
 
-from retrieval.errors import InvalidInput, require
-from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path, to_device
+from cascade.retrieval.errors import InvalidInput, require
+from cascade.retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path, to_device
 
 from .base import PairwiseReranker
 from .batching import BatchPolicy, progress, token_budget_batches

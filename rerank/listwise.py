@@ -25,8 +25,8 @@ from typing import Literal
 
 import numpy as np
 
-from retrieval.errors import InvalidInput
-from retrieval.types import Document
+from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.types import Document
 
 from .base import Reranker
 from .batching import progress

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from retrieval.errors import InvalidInput, Unavailable, require
-from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path, to_device
+from cascade.retrieval.errors import InvalidInput, Unavailable, require
+from cascade.retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path, to_device
 
 from .batching import pad_batch
 

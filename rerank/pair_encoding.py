@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from retrieval.errors import InvalidInput
+from cascade.retrieval.errors import InvalidInput
 
 from .text_ids import TextIds, Tokenized, distinct, flatten
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from retrieval.errors import InvalidInput
+from cascade.retrieval.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from typing import Literal
 
 import numpy as np
 
-from retrieval.errors import InvalidInput, NotFound, require
-from retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path, to_device
+from cascade.retrieval.errors import InvalidInput, NotFound, require
+from cascade.retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path, to_device
 
 from .base import PairwiseReranker
 from .batching import BatchPolicy, pad_batch, progress, token_budget_batches

@@ -26,7 +26,7 @@ import threading
 
 import numpy as np
 
-from retrieval.compiled import AVAILABLE, jit, parallel, prange
+from cascade.retrieval.compiled import AVAILABLE, jit, parallel, prange
 
 #: One parallel kernel at a time: numba's fallback threading layer (workqueue, where neither
 #: TBB nor OpenMP is installed) aborts the process on concurrent parallel calls, and a server

@@ -44,14 +44,14 @@ class Registry:
 RETRIEVERS = Registry(
     "retriever",
     {
-        "bm25": "retrieval.bm25:BM25Retriever",
-        "dense": "retrieval.dense:DenseRetriever",
-        "colbert": "retrieval.plaid:PLAIDIndex",
-        "impact": "retrieval.impact:ImpactRetriever",
-        "splade": "retrieval.impact:ImpactRetriever",
-        "slim": "retrieval.slim:SlimRetriever",
-        "lucene-bm25": "retrieval.lucene:LuceneBM25Retriever",
-        "sharded": "retrieval.sharded:ShardedRetriever",
+        "bm25": "cascade.retrieval.sparse.bm25:BM25Retriever",
+        "dense": "cascade.retrieval.dense.retriever:DenseRetriever",
+        "colbert": "cascade.retrieval.late.plaid:PLAIDIndex",
+        "impact": "cascade.retrieval.sparse.impact:ImpactRetriever",
+        "splade": "cascade.retrieval.sparse.impact:ImpactRetriever",
+        "slim": "cascade.retrieval.sparse.slim:SlimRetriever",
+        "lucene-bm25": "cascade.retrieval.sparse.lucene:LuceneBM25Retriever",
+        "sharded": "cascade.retrieval.sharded:ShardedRetriever",
     },
 )
 
@@ -59,11 +59,11 @@ RETRIEVERS = Registry(
 RERANKERS = Registry(
     "reranker",
     {
-        "cross-encoder": "rerank.cross_encoder:CrossEncoderReranker",
-        "monot5": "rerank.t5:MonoT5Reranker",
-        "rankt5": "rerank.t5:RankT5Reranker",
-        "listwise": "rerank.listwise:ListwiseReranker",
-        "first": "rerank.listwise:FirstReranker",
-        "colbert": "rerank.colbert:ColBERTReranker",
+        "cross-encoder": "cascade.rerank.cross_encoder:CrossEncoderReranker",
+        "monot5": "cascade.rerank.t5:MonoT5Reranker",
+        "rankt5": "cascade.rerank.t5:RankT5Reranker",
+        "listwise": "cascade.rerank.listwise:ListwiseReranker",
+        "first": "cascade.rerank.listwise:FirstReranker",
+        "colbert": "cascade.rerank.colbert:ColBERTReranker",
     },
 )

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InvalidInput
+
 #: Relevance judgments: query id -> doc id -> graded relevance.
 Qrels = dict[str, dict[str, int]]
 
@@ -101,3 +103,13 @@ Run = dict[str, Ranking]
 
 def run_from_rankings(rankings: Iterable[Ranking]) -> Run:
     return {r.query_id: r for r in rankings}
+
+
+def check_unique(docs: Iterable[Document]) -> Iterator[Document]:
+    """Pass documents through, failing on the first repeated id (an index needs unique ids)."""
+    seen: set[str] = set()
+    for doc in docs:
+        if doc.id in seen:
+            raise InvalidInput(f"duplicate document id {doc.id!r}")
+        seen.add(doc.id)
+        yield doc

@@ -2,7 +2,7 @@
 
 import random
 
-from retrieval.types import Document
+from cascade.retrieval.types import Document
 
 WORDS = [f"w{i}" for i in range(300)] + [
     "stem",

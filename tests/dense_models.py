@@ -7,7 +7,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from retrieval.models import resolve_model_path
+from cascade.retrieval.models import resolve_model_path
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -3,7 +3,7 @@
 import os
 from pathlib import Path
 
-from indexing.ray_build import CorpusSource
+from cascade.indexing.ray_build import CorpusSource
 
 
 class KilledOnceCorpus(CorpusSource):

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eval.benchmarks.rerank import build_minilm_cross_encoder as minilm_cross_encoder  # noqa: F401
-from eval.benchmarks.rerank import build_tiny_causal_lm as tiny_llama  # noqa: F401
-from retrieval.models import resolve_model_path
+from cascade.eval.benchmarks.rerank import build_minilm_cross_encoder as minilm_cross_encoder  # noqa: F401
+from cascade.eval.benchmarks.rerank import build_tiny_causal_lm as tiny_llama  # noqa: F401
+from cascade.retrieval.models import resolve_model_path
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 

@@ -7,11 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, File, Request, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 
-from retrieval.errors import InvalidInput, PayloadTooLarge
-
-from ..auth import Caller
-from ..ingest import documents_from_upload, parse_json_documents, parse_ndjson
-from ..schemas import (
+from cascade.api.auth import Caller
+from cascade.api.ingest import documents_from_upload, parse_json_documents, parse_ndjson
+from cascade.api.schemas import (
     CollectionInfo,
     CollectionList,
     CreateCollection,
@@ -20,6 +18,7 @@ from ..schemas import (
     DocumentsIn,
     IngestOut,
 )
+from cascade.retrieval.errors import InvalidInput, PayloadTooLarge
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 

@@ -7,9 +7,17 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from ..auth import Caller
-from ..concurrency import run_search
-from ..schemas import Embedding, EmbeddingsIn, EmbeddingsOut, RerankDoc, RerankIn, RerankOut, RerankResult
+from cascade.api.auth import Caller
+from cascade.api.concurrency import run_search
+from cascade.api.schemas import (
+    Embedding,
+    EmbeddingsIn,
+    EmbeddingsOut,
+    RerankDoc,
+    RerankIn,
+    RerankOut,
+    RerankResult,
+)
 
 router = APIRouter(prefix="/v1", tags=["models"])
 

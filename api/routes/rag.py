@@ -8,13 +8,12 @@ import json
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from retrieval.context import PackedContext
-from retrieval.errors import CascadeError
-
-from ..auth import Caller
-from ..concurrency import run_search
-from ..llm import cited_markers, rag_messages, stream_chat
-from ..schemas import AnswerIn, Citation, ContextIn, ContextOut
+from cascade.api.auth import Caller
+from cascade.api.concurrency import run_search
+from cascade.api.llm import cited_markers, rag_messages, stream_chat
+from cascade.api.schemas import AnswerIn, Citation, ContextIn, ContextOut
+from cascade.api.service.context import PackedContext
+from cascade.retrieval.errors import CascadeError
 
 router = APIRouter(prefix="/v1", tags=["rag"])
 

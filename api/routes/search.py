@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
-from ..auth import Caller
-from ..concurrency import run_search
-from ..schemas import HitOut, QueryResult, SearchIn, SearchOut
+from cascade.api.auth import Caller
+from cascade.api.concurrency import run_search
+from cascade.api.schemas import HitOut, QueryResult, SearchIn, SearchOut
 
 router = APIRouter(prefix="/v1", tags=["search"])
 

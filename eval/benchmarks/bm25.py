@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench import race
-from eval.datasets import load_dataset
-from eval.metrics import evaluate
-from retrieval.bm25 import BM25Retriever
-from retrieval.errors import require
-from retrieval.types import Ranking
+from cascade.eval.bench import race
+from cascade.eval.datasets import load_dataset
+from cascade.eval.metrics import evaluate
+from cascade.retrieval.errors import require
+from cascade.retrieval.sparse.bm25 import BM25Retriever
+from cascade.retrieval.types import Ranking
 
 
 def run(dataset_dir: Path, device: str | None = None, k: int = 100, split: str = "test",

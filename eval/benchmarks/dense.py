@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench import race
-from eval.datasets import load_dataset
-from retrieval.errors import require
-from retrieval.models import DEFAULT_DENSE_MODEL, resolve_model_path
+from cascade.eval.bench import race
+from cascade.eval.datasets import load_dataset
+from cascade.retrieval.errors import require
+from cascade.retrieval.models import DEFAULT_DENSE_MODEL, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def encode(dataset_dir: Path, device: str | None = None, num_docs: int = 1000, a
     """
     torch = require("torch", "models")
     st = require("sentence_transformers", "models")
-    from indexing.encode import DenseEncoder
+    from cascade.retrieval.encoders.dense import DenseEncoder
 
     torch.set_num_threads(threads)
     ds = load_dataset(dataset_dir, "test")
@@ -113,9 +113,9 @@ def search(dataset_dir: Path, device: str | None = None, k: int = 10, rounds: in
     """
     import time
 
-    from eval.evaluate import dataset_index_set
-    from retrieval.dense import DenseRetriever
-    from retrieval.pipeline import RetrieverStage
+    from cascade.eval.evaluate import dataset_index_set
+    from cascade.retrieval.dense.retriever import DenseRetriever
+    from cascade.retrieval.pipeline import RetrieverStage
 
     ds = load_dataset(dataset_dir, "test")
     flat = dataset_index_set(ds).retriever(RetrieverStage(retriever="dense"))

@@ -32,14 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.datasets import cache_dir, load_dataset
-from eval.metrics import evaluate
-from indexing.colbert_encode import encode_corpus, load_token_vectors
-from retrieval.colbert import ColBERTEncoder, MultiVectors, random_orthonormal
-from retrieval.maxsim import MaxSim
-from retrieval.models import DEFAULT_DENSE_MODEL
-from retrieval.plaid import HIGH_RECALL, PLAIDIndex, SearchParams
-from retrieval.types import Ranking
+from cascade.eval.datasets import cache_dir, load_dataset
+from cascade.eval.metrics import evaluate
+from cascade.retrieval.encoders.colbert import ColBERTEncoder, MultiVectors, random_orthonormal
+from cascade.retrieval.encoders.token_vectors import encode_corpus, load_token_vectors
+from cascade.retrieval.late.maxsim import MaxSim
+from cascade.retrieval.late.plaid import HIGH_RECALL, PLAIDIndex, SearchParams
+from cascade.retrieval.models import DEFAULT_DENSE_MODEL
+from cascade.retrieval.types import Ranking
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.bench import race
-from eval.datasets import load_dataset
-from retrieval.bm25 import BM25Retriever
-from retrieval.errors import require
-from retrieval.models import DEFAULT_DENSE_MODEL, resolve_device, resolve_model_path
-from retrieval.types import Document, Query
+from cascade.eval.bench import race
+from cascade.eval.datasets import load_dataset
+from cascade.retrieval.errors import require
+from cascade.retrieval.models import DEFAULT_DENSE_MODEL, resolve_device, resolve_model_path
+from cascade.retrieval.sparse.bm25 import BM25Retriever
+from cascade.retrieval.types import Document, Query
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def run_rerank(dataset_dir: Path, device: str | None = None, num_queries: int = 
     """Cross-encoder pairs/s, ours vs sentence-transformers, and the largest score difference."""
     torch = require("torch", "models")
     st = require("sentence_transformers", "models")
-    from rerank.cross_encoder import CrossEncoderReranker
+    from cascade.rerank.cross_encoder import CrossEncoderReranker
 
     dev = resolve_device(device)
     dtype = dtype or ("fp16" if dev.type == "cuda" else "fp32")
@@ -143,7 +143,7 @@ def run_listwise(dataset_dir: Path, device: str | None = None, num_queries: int 
                  repeat: int = 2, split: str = "test", cache_dir: str | None = None, **_) -> dict:  # fmt: skip
     """Latency of one window: FIRST (one forward pass) vs generation (a full answer)."""
     torch = require("torch", "models")
-    from rerank.listwise import FirstReranker, ListwiseReranker
+    from cascade.rerank.listwise import FirstReranker, ListwiseReranker
 
     dev = resolve_device(device)
     path = build_tiny_causal_lm(Path(cache_dir or DEFAULT_CACHE) / f"llama-h{hidden}-l{layers}", hidden, layers)

@@ -35,12 +35,13 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from eval.bench import race
-from eval.benchmarks import sparse_baselines as base
-from eval.datasets import load_dataset
-from retrieval.bm25 import BM25Retriever
-from retrieval.errors import MissingDependency
-from retrieval.impact import ApproxParams, ImpactRetriever
+from cascade.eval.bench import race
+from cascade.eval.datasets import load_dataset
+from cascade.retrieval.errors import MissingDependency
+from cascade.retrieval.sparse.bm25 import BM25Retriever
+from cascade.retrieval.sparse.impact import ApproxParams, ImpactRetriever
+
+from . import sparse_baselines as base
 
 log = logging.getLogger(__name__)
 

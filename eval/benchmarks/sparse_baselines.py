@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from retrieval.errors import require
-from retrieval.topk import id_ranks, top_k_ranking
-from retrieval.types import Ranking
+from cascade.retrieval.errors import require
+from cascade.retrieval.topk import id_ranks, top_k_ranking
+from cascade.retrieval.types import Ranking
 
 
 def recall(approx: Sequence[Ranking], exact: Sequence[Ranking]) -> float:
@@ -101,7 +101,7 @@ def seismic(doc_ids: Sequence[str], doc_matrix: sp.csr_matrix, vocab: Sequence[s
 
 def lucene(doc_ids, doc_matrix, vocab, queries, qids, k, exact, race) -> dict:
     """Lucene impact search through Pyserini (JVM start and indexing not timed)."""
-    from retrieval.lucene_impact import (
+    from cascade.retrieval.sparse.lucene_impact import (
         LuceneImpactSearcher,
         build_lucene_impact_index,
         write_json_vector_collection,

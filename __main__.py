@@ -1,0 +1,5 @@
+"""``python -m cascade VERB ...``: the same verbs as the ``cascade`` command."""
+
+from cascade.api.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,284 @@
+"""Load test of ``POST /v1/search`` on a BEIR dataset, over loopback only.
+
+It starts ``cascade serve`` as a child process on 127.0.0.1 (or uses ``--url``, which
+must be a loopback address), creates and fills a collection for the preset once (kept in
+``--data-dir`` for later runs), then runs two phases with the dataset's queries:
+
+1. sequential (one client): API latency p50 minus the pipeline's own time (``timings_ms.total``,
+   measured inside the server) = what the HTTP layer adds per request;
+2. concurrent (``--concurrency`` clients): throughput, p50/p99 latency, errors.
+
+Both phases are bounded in requests and in seconds, and the script stops by itself.
+
+Example::
+
+    python -m eval.loadtest --dataset ../shared/datasets/scifact --preset bm25 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from cascade.retrieval.errors import InvalidInput, require
+from cascade.retrieval.progress import progress
+
+log = logging.getLogger("cascade.loadtest")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cpu_seconds(proc: subprocess.Popen | None) -> float | None:
+    """User + system CPU of a child process so far (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rpartition(")")[2].split()
+    except (AttributeError, OSError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _check_loopback(url: str) -> None:
+    host = urlparse(url).hostname or ""
+    try:
+        ok = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        ok = False
+    if not ok:
+        raise InvalidInput(f"the load test only targets loopback addresses, not {host!r}")
+
+
+def start_server(data_dir: Path, port: int, extra: list[str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "cascade.api.cli", "serve", "--port", str(port), "--data-dir", str(data_dir), *(extra or [])]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_ready(httpx, url: str, proc: subprocess.Popen | None, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"server at {url} not ready after {timeout}s")
+
+
+def ensure_collection(httpx, url: str, name: str, preset: str, corpus: Path, batch: int = 1000) -> dict:
+    """Create and fill the collection unless it already holds the corpus."""
+    client = httpx.Client(base_url=url, timeout=3600)
+    info = client.get(f"/v1/collections/{name}")
+    if info.status_code == 200 and info.json()["num_documents"] > 0:
+        if len(info.json()["segments"]) > 1:
+            client.post(f"/v1/collections/{name}/compact").raise_for_status()
+        return client.get(f"/v1/collections/{name}").json()
+    if info.status_code == 404:
+        # documents stay whole (BEIR scores whole documents)
+        r = client.post(
+            "/v1/collections", json={"name": name, "pipeline": preset, "chunking": {"max_tokens": 8192}}
+        )
+        r.raise_for_status()
+    lines = [line for line in corpus.read_text().splitlines() if line.strip()]
+    t = time.perf_counter()
+    for i in progress(range(0, len(lines), batch), f"ingest {name}", unit="batch"):
+        body = "\n".join(lines[i : i + batch]).encode()
+        r = client.post(
+            f"/v1/collections/{name}/documents",
+            content=body,
+            headers={"content-type": "application/x-ndjson"},
+        )
+        r.raise_for_status()
+    log.info("ingested %d documents in %.1fs", len(lines), time.perf_counter() - t)
+    # a bulk load ends with one compaction, as a read-mostly collection would
+    client.post(f"/v1/collections/{name}/compact").raise_for_status()
+    return client.get(f"/v1/collections/{name}").json()
+
+
+async def _phase(httpx, url: str, body_for, concurrency: int, max_requests: int, max_seconds: float) -> dict:
+    latencies: list[float] = []
+    pipeline_ms: list[float] = []
+    server_ms: list[float] = []
+    pipeline_cpu_ms: list[float] = []
+    errors: dict[str, int] = {}
+    issued = 0
+    deadline = time.monotonic() + max_seconds
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+
+        async def worker():
+            nonlocal issued
+            while issued < max_requests and time.monotonic() < deadline:
+                i = issued
+                issued += 1
+                t = time.perf_counter()
+                try:
+                    r = await client.post("/v1/search", json=body_for(i))
+                except httpx.HTTPError as e:
+                    errors[type(e).__name__] = errors.get(type(e).__name__, 0) + 1
+                    continue
+                latencies.append(time.perf_counter() - t)
+                if r.status_code != 200:
+                    errors[str(r.status_code)] = errors.get(str(r.status_code), 0) + 1
+                else:
+                    timings = r.json()["timings_ms"]
+                    pipeline_ms.append(timings["total"])
+                    pipeline_cpu_ms.append(timings.get("total_cpu", 0.0))
+                    server_ms.append(float(r.headers["server-timing"].partition("dur=")[2]))
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    pipe, server = np.array(pipeline_ms), np.array(server_ms)
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
+        "wall_s": round(wall, 3),
+        "throughput_rps": round(len(latencies) / wall, 1),
+        "latency_ms": _percentiles(np.array(latencies) * 1000),
+        "pipeline_ms": _percentiles(pipe),  # the pipeline's own time, measured in the server
+        "server_ms": _percentiles(server),  # Server-Timing: the server's time to the response head
+        # per request, what the server adds to the pipeline (HTTP, validation, threads, JSON)
+        "server_overhead_ms": _percentiles(server - pipe),
+        "_pipeline_cpu_mean": float(np.mean(pipeline_cpu_ms)) if pipeline_cpu_ms else 0.0,
+    }
+
+
+def _percentiles(x: np.ndarray) -> dict[str, float | None]:
+    if not len(x):
+        return {"p50": None, "p90": None, "p99": None, "max": None}
+    out = {p: round(float(np.percentile(x, q)), 3) for p, q in (("p50", 50), ("p90", 90), ("p99", 99))}
+    return out | {"max": round(float(x.max()), 3)}
+
+
+def run_loadtest(
+    dataset: Path,
+    preset: str = "bm25",
+    concurrency: int = 32,
+    requests: int = 2000,
+    seconds: float = 60.0,
+    sequential_requests: int = 300,
+    k: int = 10,
+    data_dir: Path | None = None,
+    url: str | None = None,
+    index: Path | None = None,
+    ray_replica_cpus: float | None = None,
+) -> dict:
+    """Run both phases and return the report (see the module docstring). With ``index`` (a
+    ``cascade index`` directory) the server serves it as read-only collection ``index`` instead
+    of filling a collection; with ``ray_replica_cpus`` too, through ``cascade serve --ray``.
+
+    Raises:
+        InvalidInput: a non-loopback ``url``; NotFound: no corpus/queries in ``dataset``.
+    """
+    httpx = require("httpx", "serve")
+    dataset = Path(dataset)
+    corpus, queries_file = dataset / "corpus.jsonl", dataset / "queries.jsonl"
+    if not corpus.is_file() or not queries_file.is_file():
+        from cascade.retrieval.errors import NotFound
+
+        raise NotFound(f"{dataset} has no corpus.jsonl / queries.jsonl")
+    queries = [json.loads(line)["text"] for line in queries_file.read_text().splitlines() if line.strip()]
+    proc = None
+    if url is None:
+        data_dir = Path(data_dir or Path.home() / ".cache" / "cascade" / "loadtest")
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        extra = ["--index", f"index={Path(index).resolve()}"] if index is not None else []
+        if index is not None and ray_replica_cpus is not None:
+            extra += ["--ray", "--replica-cpus", str(ray_replica_cpus)]
+        proc = start_server(data_dir, port, extra)
+    _check_loopback(url)
+    try:
+        wait_ready(httpx, url, proc, timeout=300 if ray_replica_cpus is not None else 120)
+        if index is not None:
+            name, info = "index", httpx.get(f"{url}/v1/collections/index", timeout=30).json()
+        else:
+            name = f"{dataset.name}-{preset}"
+            info = ensure_collection(httpx, url, name, preset, corpus)
+
+        def body_for(i: int) -> dict:
+            return {"collection": name, "query": queries[i % len(queries)], "k": k, "pipeline": preset}
+
+        asyncio.run(_phase(httpx, url, body_for, 4, 100, 30))  # warm-up: threads, caches, connections
+        cpu0 = _cpu_seconds(proc)
+        seq = asyncio.run(_phase(httpx, url, body_for, 1, sequential_requests, seconds))
+        if cpu0 is not None:
+            # the server's CPU per request (all its threads) minus the pipeline's own CPU: what
+            # the HTTP layer costs, a figure that machine load does not inflate the way it does wall time
+            per_request = (_cpu_seconds(proc) - cpu0) * 1000 / max(seq["requests"], 1)
+            seq["server_cpu_ms_per_request"] = round(per_request, 3)
+            seq["http_cpu_ms_per_request"] = round(per_request - seq.pop("_pipeline_cpu_mean"), 3)
+        conc = asyncio.run(_phase(httpx, url, body_for, concurrency, requests, seconds))
+        conc.pop("_pipeline_cpu_mean")
+        seq.pop("_pipeline_cpu_mean", None)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(120)
+    return {
+        "benchmark": "loadtest",
+        "preset": preset,
+        "dataset": dataset.name,
+        "num_documents": info["num_documents"],
+        "k": k,
+        "sequential": seq,
+        "concurrent": conc,
+        # what the service adds per request: API (client-side) p50 minus the pipeline's p50, and the
+        # server-only share of it (Server-Timing minus pipeline), without the load generator's own time
+        "overhead_ms_p50": {
+            "api_minus_pipeline": round(seq["latency_ms"]["p50"] - seq["pipeline_ms"]["p50"], 3),
+            "server_minus_pipeline": seq["server_overhead_ms"]["p50"],
+        },
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eval.loadtest", description=__doc__.split("\n\n")[0])
+    p.add_argument("--dataset", required=True, type=Path)
+    p.add_argument("--preset", default="bm25", help="bm25, hybrid (needs the dense retriever), ...")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--requests", type=int, default=2000, help="most requests in the concurrent phase")
+    p.add_argument("--sequential-requests", type=int, default=300)
+    p.add_argument("--seconds", type=float, default=60.0, help="most seconds per phase")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--data-dir", type=Path, help="where the server keeps the collection (reused across runs)")
+    p.add_argument("--url", help="an already running server (loopback only)")
+    p.add_argument("--index", type=Path, help="serve this `cascade index` directory (read-only) instead")
+    p.add_argument("--ray-replica-cpus", type=float, help="with --index: through `cascade serve --ray`, CPUs per replica")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    report = run_loadtest(
+        args.dataset, args.preset, args.concurrency, args.requests, args.seconds,
+        args.sequential_requests, args.k, args.data_dir, args.url, args.index, args.ray_replica_cpus,
+    )  # fmt: skip
+    print(json.dumps(report) if args.json else json.dumps(report, indent=2))
+    return 0 if report["concurrent"]["errors"] == 0 and report["sequential"]["errors"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,244 @@
+"""SPLADE encoding: sparse lexical vectors from any Hugging Face masked-LM checkpoint.
+
+A text's vector is ``max over tokens of log(1 + ReLU(logits))`` over the MLM head's
+vocabulary, padding masked out (Formal et al., SPLADE v2 / SPLADE++ / SPLADE-v3). Queries
+and documents may use two different checkpoints over the same vocabulary (the SPLADE
+efficiency study pairs a small query encoder with a large document encoder), and each
+side is pruned to its top-k terms. The same forward pass also yields SLIM's per-token
+sparse vectors (top terms of each token, before the max-pool).
+
+Texts are sorted by length and cut into batches under a token budget, so the (tokens x
+vocabulary) logits of one batch stay bounded; results come back in input order. Runs on a
+GPU (fp16/bf16) when there is one, on the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path
+from cascade.retrieval.sparse.vectors import prune_rows, quantize
+
+__all__ = ["SpladeConfig", "SpladeEncoder", "TokenVectors", "quantize", "splade_activation"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SpladeConfig:
+    """What a SPLADE encoder is: models, lengths, pruning and batching.
+
+    Args:
+        model: document encoder (HF id or local directory of a masked-LM checkpoint).
+        query_model: query encoder over the same vocabulary (default: ``model``).
+        max_length / query_max_length: token limits for documents / queries.
+        doc_top_k / query_top_k: keep each vector's k heaviest terms (None: all).
+        token_top_k: SLIM: terms kept per token vector.
+        batch_size: most texts per batch; token_budget: most (padded) tokens per batch.
+        device, dtype: as :func:`retrieval.models.resolve_device` / ``resolve_dtype``.
+    """
+
+    model: str = "naver/splade-v3"
+    query_model: str | None = None
+    max_length: int = 256
+    query_max_length: int = 64
+    doc_top_k: int | None = None
+    query_top_k: int | None = None
+    token_top_k: int = 20
+    batch_size: int = 32
+    token_budget: int = 4096
+    device: str | None = None
+    dtype: str | None = None
+
+    def __post_init__(self):
+        for name in ("max_length", "query_max_length", "token_top_k", "batch_size", "token_budget"):
+            if getattr(self, name) < 1:
+                raise InvalidInput(f"SpladeConfig.{name} must be >= 1")
+        for name in ("doc_top_k", "query_top_k"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise InvalidInput(f"SpladeConfig.{name} must be >= 1 or None")
+
+    @property
+    def query_model_id(self) -> str:
+        return self.query_model or self.model
+
+    def to_manifest(self) -> dict[str, Any]:
+        """The fields an index keeps (device and dtype belong to the machine, not the index)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("device", "dtype")}
+
+    @classmethod
+    def from_manifest(cls, data: Mapping[str, Any], **overrides: Any) -> SpladeConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in {**data, **overrides}.items() if k in known})
+
+
+def splade_activation(logits, attention_mask):
+    """``max_t log(1 + relu(logits[:, t]))`` over unmasked tokens: (B, L, V) -> (B, V)."""
+    import torch
+
+    act = torch.log1p(torch.relu(logits.float())) * attention_mask.unsqueeze(-1).to(torch.float32)
+    return act.max(dim=1).values
+
+
+@dataclass(frozen=True)
+class TokenVectors:
+    """SLIM's per-token sparse vectors: rows of ``matrix`` for text i are offsets[i]:offsets[i+1]."""
+
+    matrix: sp.csr_matrix
+    offsets: np.ndarray
+
+
+class SpladeEncoder:
+    """Encodes queries and documents into sparse vectors over the MLM vocabulary.
+
+    Example:
+        >>> enc = SpladeEncoder(SpladeConfig(model="naver/splade-v3", doc_top_k=256))  # doctest: +SKIP
+        >>> docs = enc.encode_documents(["stem cells ..."])  # (n x vocab) float CSR  # doctest: +SKIP
+
+    Raises:
+        NotFound: a model that cannot be loaded (no network, bad id).
+        IndexMismatch: query and document models with different vocabularies.
+    """
+
+    def __init__(self, config: SpladeConfig = SpladeConfig(), models: Mapping[str, Any] | None = None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self._models: dict[str, tuple[Any, Any]] = dict(models or {})
+        self.vocab = self._vocab(self._load(config.model)[0])
+        if config.query_model_id != config.model:
+            from cascade.retrieval.sparse.vectors import check_vocab, vocab_hash
+
+            qvocab = self._vocab(self._load(config.query_model_id)[0])
+            check_vocab(len(self.vocab), vocab_hash(self.vocab), len(qvocab), vocab_hash(qvocab),
+                        f"query model {config.query_model_id!r}")  # fmt: skip
+
+    @staticmethod
+    def _vocab(tokenizer) -> list[str]:
+        by_id = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+        return [t for t, _ in by_id]
+
+    def _load(self, model_id: str):
+        """(tokenizer, model) for an id, loaded once; tests may inject prebuilt pairs."""
+        if model_id not in self._models:
+            from cascade.retrieval.errors import require
+
+            transformers = require("transformers", "models")
+            path = resolve_model_path(model_id)
+            try:
+                tok = transformers.AutoTokenizer.from_pretrained(path)
+                model = transformers.AutoModelForMaskedLM.from_pretrained(path, dtype=self.dtype)
+            except (OSError, ValueError) as e:
+                raise load_error(model_id, e) from e
+            self._models[model_id] = (tok, model)
+        tok, model = self._models[model_id]
+        model.to(self.device).eval()
+        return tok, model
+
+    # -- batching ------------------------------------------------------------------------
+
+    def _batches(self, tok, texts: Sequence[str], max_length: int) -> Iterator[tuple[np.ndarray, dict]]:
+        """Length-sorted batches under the token budget: (original indexes, tokenized batch)."""
+        lengths = np.array([len(ids) for ids in tok(list(texts), truncation=True, max_length=max_length,
+                                                    add_special_tokens=True)["input_ids"]])  # fmt: skip
+        order = np.argsort(-lengths, kind="stable")
+        start = 0
+        while start < len(order):
+            longest = lengths[order[start]]
+            size = max(1, min(self.config.batch_size, self.config.token_budget // max(1, longest)))
+            idx = order[start : start + size]
+            enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
+                      return_tensors="pt")  # fmt: skip
+            yield idx, enc
+            start += size
+
+    def _run(self, texts: Sequence[str], side: str, per_token: bool):
+        import torch
+
+        model_id = self.config.model if side == "doc" else self.config.query_model_id
+        max_length = self.config.max_length if side == "doc" else self.config.query_max_length
+        tok, model = self._load(model_id)
+        bar = tqdm(
+            total=len(texts), desc=f"splade {side}", unit=side, disable=len(texts) < 256, mininterval=1
+        )
+        with torch.inference_mode():
+            for idx, enc in self._batches(tok, texts, max_length):
+                enc = {k: v.to(self.device) for k, v in enc.items()}
+                logits = model(**enc).logits
+                if per_token:
+                    yield idx, self._token_rows(logits, enc["attention_mask"])
+                else:
+                    yield idx, splade_activation(logits, enc["attention_mask"])
+                bar.update(len(idx))
+        bar.close()
+
+    def _token_rows(self, logits, mask) -> list[sp.csr_matrix]:
+        """Per text: (tokens x vocab) rows, each keeping its ``token_top_k`` heaviest terms."""
+        import torch
+
+        act = torch.log1p(torch.relu(logits.float()))
+        k = min(self.config.token_top_k, act.shape[-1])
+        values, cols = act.topk(k, dim=-1)
+        values, cols, mask = values.cpu().numpy(), cols.cpu().numpy(), mask.bool().cpu().numpy()
+        out = []
+        for v, c, m in zip(values, cols, mask, strict=True):
+            v, c = v[m], c[m]
+            rows = np.repeat(np.arange(len(v)), k)
+            mat = sp.csr_matrix((v.ravel(), (rows, c.ravel())), shape=(len(v), act.shape[-1]))
+            mat.eliminate_zeros()
+            mat.sort_indices()
+            out.append(mat)
+        return out
+
+    # -- public --------------------------------------------------------------------------
+
+    def _encode(self, texts: Sequence[str], side: str, top_k: int | None) -> sp.csr_matrix:
+        if isinstance(texts, str):
+            raise InvalidInput("pass a list of texts, not one string")
+        rows: list[sp.csr_matrix | None] = [None] * len(texts)
+        for idx, vecs in self._run(texts, side, per_token=False):
+            if top_k is not None and top_k < vecs.shape[1]:
+                # top-k on the device: only k values per text cross to the host
+                values, cols = vecs.topk(top_k, dim=1)
+                values, cols = values.cpu().numpy(), cols.cpu().numpy()
+                block = sp.csr_matrix((values.ravel(), (np.repeat(np.arange(len(idx)), top_k), cols.ravel())),
+                                      shape=vecs.shape)  # fmt: skip
+            else:
+                block = sp.csr_matrix(vecs.cpu().numpy())
+            block.eliminate_zeros()
+            for j, i in enumerate(idx):
+                rows[i] = block[j]
+        if not texts:
+            return sp.csr_matrix((0, len(self.vocab)), dtype=np.float32)
+        out = sp.vstack(rows, format="csr").astype(np.float32)
+        out.sort_indices()
+        return prune_rows(out, top_k)
+
+    def encode_documents(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """Document vectors (texts x vocab, float32 CSR), pruned to ``doc_top_k`` terms."""
+        return self._encode(texts, "doc", self.config.doc_top_k)
+
+    def encode_queries(self, texts: Sequence[str]) -> sp.csr_matrix:
+        """Query vectors with the query model, pruned to ``query_top_k`` terms."""
+        return self._encode(texts, "query", self.config.query_top_k)
+
+    def encode_tokens(self, texts: Sequence[str], side: str = "doc") -> TokenVectors:
+        """SLIM: one sparse vector per (unmasked) token, each pruned to ``token_top_k`` terms."""
+        if side not in ("doc", "query"):
+            raise InvalidInput(f"side must be 'doc' or 'query', got {side!r}")
+        per_text: list[sp.csr_matrix | None] = [None] * len(texts)
+        for idx, mats in self._run(texts, side, per_token=True):
+            for i, m in zip(idx, mats, strict=True):
+                per_text[i] = m
+        lengths = np.array([m.shape[0] for m in per_text], dtype=np.int64)
+        offsets = np.r_[0, np.cumsum(lengths)]
+        matrix = sp.vstack(per_text, format="csr") if per_text else sp.csr_matrix((0, len(self.vocab)))
+        return TokenVectors(matrix.astype(np.float32), offsets)

@@ -1,0 +1,327 @@
+"""BM25, native and numpy-first: postings as CSR arrays, queries scored as one sparse product.
+
+Two scoring variants, picked by name:
+
+- ``lucene`` (default): what Lucene >= 8 / Anserini computes. idf = ln(1 + (N - n + 0.5) /
+  (n + 0.5)), term weight = idf * tf / (tf + k1 * (1 - b + b * dl / avgdl)), with ``dl`` the
+  document length after Lucene's lossy one-byte norm encoding (``SmallFloat.intToByte4``).
+- ``okapi``: the classic Robertson formula as rank-bm25's ``BM25Okapi`` computes it,
+  including its floor for negative idf (epsilon * mean idf) and exact lengths.
+
+The index stores term frequencies and lengths, so term weights are recomputed at load
+for any ``k1``/``b`` without re-tokenizing the corpus.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from itertools import chain, islice
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from cascade.retrieval.base import Retriever
+from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.progress import progress
+from cascade.retrieval.storage import read_index, write_index
+from cascade.retrieval.topk import doc_names, id_ranks, rankings_from_rows, top_k_sparse_rows
+from cascade.retrieval.types import Document, Query, Ranking, check_unique
+
+from .analysis import Analyzer
+
+log = logging.getLogger(__name__)
+
+#: Documents whose (doc, term) counts are taken together, by one numpy sort.
+_COUNT_BATCH = 1024
+
+FORMAT_VERSION = 1
+
+
+# --- Lucene's SmallFloat.intToByte4 / byte4ToInt, vectorized -------------------------------
+
+_NUM_FREE_VALUES = 24  # 255 - longToInt4(Integer.MAX_VALUE)
+
+
+def _long_to_int4(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.int64)
+    nbits = np.zeros_like(x)
+    nz = x > 0
+    nbits[nz] = np.floor(np.log2(x[nz])).astype(np.int64) + 1
+    shift = np.maximum(nbits - 4, 0)
+    enc = ((x >> shift) & 0x07) | ((shift + 1) << 3)
+    return np.where(nbits < 4, x, enc)
+
+
+def _int4_to_long(i: np.ndarray) -> np.ndarray:
+    bits = i & 0x07
+    shift = (i >> 3) - 1
+    return np.where(shift == -1, bits, (bits | 0x08) << np.maximum(shift, 0))
+
+
+def lucene_quantized_length(lengths: np.ndarray) -> np.ndarray:
+    """Document lengths as Lucene sees them after encoding the norm in one byte."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    small = lengths < _NUM_FREE_VALUES
+    enc = _long_to_int4(np.maximum(lengths - _NUM_FREE_VALUES, 0))
+    dec = _NUM_FREE_VALUES + _int4_to_long(enc)
+    return np.where(small, lengths, dec)
+
+
+# --- scoring variants: small pure functions picked by name ----------------------------------
+
+
+def _lucene_weights(tf, dl, df, all_df, n_docs, avgdl, k1, b):
+    idf = np.log1p((n_docs - df + 0.5) / (df + 0.5))
+    dl = lucene_quantized_length(dl)
+    return idf, tf / (tf + k1 * (1 - b + b * dl / avgdl))
+
+
+def _okapi_weights(tf, dl, df, all_df, n_docs, avgdl, k1, b, epsilon=0.25):
+    idf = np.log((n_docs - df + 0.5) / (df + 0.5))
+    # rank-bm25 floors negative idf at epsilon x the mean idf of the whole vocabulary
+    mean_idf = np.log((n_docs - all_df + 0.5) / (all_df + 0.5)).mean()
+    idf = np.where(idf < 0, epsilon * mean_idf, idf)
+    return idf, tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
+
+
+VARIANTS = {"lucene": _lucene_weights, "okapi": _okapi_weights}
+
+
+@dataclass(frozen=True)
+class CollectionStats:
+    """What BM25's idf and length norm depend on. A shard scored with the stats of the whole
+    collection gives exactly the scores the single index would."""
+
+    num_docs: int
+    total_length: int
+    df: dict[str, int]
+
+    @classmethod
+    def merge(cls, parts: Iterable[CollectionStats]) -> CollectionStats:
+        df: Counter[str] = Counter()
+        n = total = 0
+        for p in parts:
+            n, total = n + p.num_docs, total + p.total_length
+            df.update(p.df)
+        return cls(n, total, dict(df))
+
+
+class BM25Retriever(Retriever):
+    """BM25 over an inverted index held as CSR arrays (terms x documents).
+
+    Example:
+        >>> bm25 = BM25Retriever.build(docs)          # doctest: +SKIP
+        >>> bm25.search([Query("1", "stem cells")], k=10)  # doctest: +SKIP
+    """
+
+    kind = "bm25"
+
+    def __init__(
+        self,
+        vocab: list[str],
+        indptr: np.ndarray,
+        postings: np.ndarray,
+        tfs: np.ndarray,
+        doc_lens: np.ndarray,
+        doc_ids: np.ndarray,
+        analyzer: Analyzer,
+        k1: float = 0.9,
+        b: float = 0.4,
+        variant: str = "lucene",
+    ):
+        if variant not in VARIANTS:
+            raise InvalidInput(f"unknown BM25 variant {variant!r}; valid: {', '.join(VARIANTS)}")
+        self.vocab = vocab
+        self.term_index = {t: i for i, t in enumerate(vocab)}
+        self.indptr, self.postings, self.tfs = indptr, postings, tfs
+        self.doc_lens, self.doc_ids = doc_lens, doc_ids
+        self._names, self._id_ranks = doc_names(doc_ids), id_ranks(doc_ids)
+        self.analyzer = analyzer
+        self.k1, self.b, self.variant = float(k1), float(b), variant
+        self._stats: CollectionStats | None = None
+        self._set_weights()
+
+    # -- build ---------------------------------------------------------------------------
+
+    @classmethod
+    def build(
+        cls,
+        docs: Iterable[Document],
+        k1: float = 0.9,
+        b: float = 0.4,
+        variant: str = "lucene",
+        stemmer: str | None = "porter",
+        stopwords: Iterable[str] | None = None,
+        show_progress: bool = True,
+    ) -> Self:
+        """Tokenize a stream of documents (title and text) and index them."""
+        analyzer = Analyzer(stemmer, stopwords)
+        term_index: dict[str, int] = {}
+        doc_ids: list[str] = []
+        pairs, tfs, lens = [], [], []
+        stream = iter(progress(check_unique(docs), "bm25 index", enabled=show_progress))
+        while chunk := list(islice(stream, _COUNT_BATCH)):
+            terms = analyzer.analyze_many(doc.contents for doc in chunk)
+            flat = list(chain.from_iterable(terms))
+            # ids in order of first appearance: the same vocabulary on every run
+            new = [t for t in dict.fromkeys(flat) if t not in term_index]
+            term_index.update(zip(new, range(len(term_index), len(term_index) + len(new)), strict=True))
+            n = np.fromiter(map(len, terms), dtype=np.int64, count=len(terms))
+            ids = np.fromiter(map(term_index.__getitem__, flat), dtype=np.int64, count=len(flat))
+            docs_of = np.repeat(np.arange(len(doc_ids), len(doc_ids) + len(chunk), dtype=np.int64), n)
+            # (doc, term) pairs and their counts in one sort, no Counter per document
+            key, tf = np.unique(docs_of << 32 | ids, return_counts=True)
+            pairs.append(key)
+            tfs.append(tf.astype(np.int32))
+            lens.append(n.astype(np.int32))
+            doc_ids.extend(doc.id for doc in chunk)
+        if not doc_ids:
+            raise InvalidInput("the corpus is empty: nothing to index")
+        key = np.concatenate(pairs)
+        terms_arr = (key & 0xFFFFFFFF).astype(np.int32)
+        order = np.argsort(terms_arr, kind="stable")  # stable: doc ids stay ascending per term
+        indptr = np.zeros(len(term_index) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(terms_arr, minlength=len(term_index)), out=indptr[1:])
+        log.info("bm25: %d documents, %d terms, %d postings", len(doc_ids), len(term_index), len(order))
+        return cls(
+            vocab=list(term_index),
+            indptr=indptr,
+            postings=(key >> 32).astype(np.int32)[order],
+            tfs=np.concatenate(tfs)[order],
+            doc_lens=np.concatenate(lens),
+            doc_ids=np.array(doc_ids, dtype=str),
+            analyzer=analyzer,
+            k1=k1,
+            b=b,
+            variant=variant,
+        )
+
+    def collection_stats(self) -> CollectionStats:
+        df = np.diff(self.indptr)
+        return CollectionStats(self.num_docs, int(self.doc_lens.sum()), dict(zip(self.vocab, df.tolist(), strict=True)))
+
+    def use_collection_stats(self, stats: CollectionStats) -> None:
+        """Score with another collection's statistics (a shard with the whole index's)."""
+        missing = [t for t in self.vocab if t not in stats.df]
+        if missing:
+            raise InvalidInput(f"collection stats lack {len(missing)} of this index's terms, e.g. {missing[0]!r}")
+        self._stats = stats
+        self._set_weights()
+
+    def _set_weights(self) -> None:
+        self._matrix = self._weight_matrix()
+        self._positive_weights = bool(self._matrix.nnz == 0 or self._matrix.data.min() > 0)
+
+    def _weight_matrix(self) -> sp.csr_matrix:
+        stats = self._stats
+        if stats is None:
+            df = np.diff(self.indptr).astype(np.float64)
+            all_df, n_docs, total = df, len(self.doc_lens), float(self.doc_lens.sum())
+        else:
+            df = np.array([stats.df[t] for t in self.vocab], dtype=np.float64)
+            all_df = np.fromiter(stats.df.values(), dtype=np.float64, count=len(stats.df))
+            n_docs, total = stats.num_docs, float(stats.total_length)
+        term_of_posting = np.repeat(np.arange(len(self.vocab)), np.diff(self.indptr))
+        idf, tf_part = VARIANTS[self.variant](
+            self.tfs.astype(np.float64), self.doc_lens[self.postings].astype(np.float64),
+            df, all_df, n_docs, total / n_docs, self.k1, self.b,
+        )  # fmt: skip
+        weights = (idf[term_of_posting] * tf_part).astype(np.float32)
+        return sp.csr_matrix(
+            (weights, np.asarray(self.postings), np.asarray(self.indptr)), shape=(len(self.vocab), len(self.doc_lens))
+        )
+
+    # -- search --------------------------------------------------------------------------
+
+    @property
+    def num_docs(self) -> int:
+        return len(self.doc_ids)
+
+    def query_matrix(self, queries: Sequence[Query]) -> sp.csr_matrix:
+        """Queries as a (queries x terms) matrix of term counts; unknown terms are dropped.
+
+        Repeated query terms count as often as they occur, like Anserini's bag-of-words query.
+        """
+        indptr, cols, vals = [0], [], []
+        term_index = self.term_index
+        for q in queries:
+            counts: dict[int, int] = {}
+            for term in self.analyzer(q.text):
+                col = term_index.get(term)
+                if col is not None:
+                    counts[col] = counts.get(col, 0) + 1
+            cols.extend(counts)
+            vals.extend(counts.values())
+            indptr.append(len(cols))
+        return sp.csr_matrix(
+            (np.asarray(vals, dtype=np.float64), np.asarray(cols, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
+            shape=(len(queries), len(self.vocab)),
+        )
+
+    def search(
+        self, queries: Sequence[Query], k: int = 10, batch_size: int = 256, engine: str = "auto"
+    ) -> list[Ranking]:
+        """Top ``k`` per query. ``engine``: ``numba`` (compiled loop, extra ``fast``),
+        ``scipy`` (one sparse product per batch), or ``auto`` (numba when installed)."""
+        if k < 1:
+            raise InvalidInput(f"k must be >= 1, got {k}")
+        if engine not in ("auto", "numba", "scipy"):
+            raise InvalidInput(f"unknown engine {engine!r}; valid: auto, numba, scipy")
+        # the compiled kernel marks unseen documents by a zero score, so it needs weights > 0
+        # (always so for Lucene's idf; a corpus-wide Okapi floor could break it)
+        from cascade.retrieval.compiled import AVAILABLE
+
+        use_numba = engine == "numba" or (engine == "auto" and AVAILABLE)
+        use_numba = use_numba and self._positive_weights
+        out = []
+        m = self._matrix
+        for start in range(0, len(queries), batch_size):
+            batch = queries[start : start + batch_size]
+            qm = self.query_matrix(batch)
+            if use_numba:
+                from .impact_kernel import exact_top_k
+
+                docs, scores, counts = exact_top_k(m.indptr, m.indices, m.data, self._id_ranks, qm.indptr,
+                                                   qm.indices, qm.data, k)  # fmt: skip
+                out.extend(rankings_from_rows([q.id for q in batch], docs, scores, counts, self._names))
+            else:
+                # float64 products summed in the query's term order: the kernel's sums exactly
+                scores = (qm @ m).tocsr()
+                out.extend(top_k_sparse_rows([q.id for q in batch], scores, self._names, self._id_ranks, k))
+        return out
+
+    # -- persistence ---------------------------------------------------------------------
+
+    @property
+    def params(self) -> dict:
+        return {"k1": self.k1, "b": self.b, "variant": self.variant, "analyzer": self.analyzer.config}
+
+    def save(self, path: str | Path) -> None:
+        write_index(
+            path, self.kind, FORMAT_VERSION, self.params, self.num_docs,
+            arrays={
+                "indptr": self.indptr, "postings": self.postings, "tfs": self.tfs,
+                "doc_lens": self.doc_lens, "doc_ids": self.doc_ids,
+            },
+            json_files={"vocab": self.vocab},
+        )  # fmt: skip
+
+    @classmethod
+    def load(cls, path: str | Path, k1: float | None = None, b: float | None = None) -> Self:
+        """Open an index; ``k1``/``b`` override the saved values without re-indexing."""
+        manifest, arrays, jsons = read_index(path, cls.kind, (FORMAT_VERSION,))
+        p = manifest.params
+        return cls(
+            vocab=jsons["vocab"],
+            analyzer=Analyzer.from_config(p["analyzer"]),
+            k1=p["k1"] if k1 is None else k1,
+            b=p["b"] if b is None else b,
+            variant=p["variant"],
+            **arrays,
+        )
+
