@@ -25,6 +25,7 @@ from cascade.retrieval.errors import InvalidInput, require
 from cascade.retrieval.registry import RETRIEVERS
 from cascade.retrieval.sharded import commit_shards, shard_docs, shard_name
 from cascade.retrieval.storage import MANIFEST
+from cascade.retrieval.types import check_unique
 
 from .corpus import read_corpus
 

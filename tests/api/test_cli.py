@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import TOY_DOCS, TOY_QRELS, TOY_QUERIES, write_beir
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cascade(*args: str, cache: Path) -> subprocess.CompletedProcess:

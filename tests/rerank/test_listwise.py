@@ -204,7 +204,7 @@ def llama_dir(tmp_path_factory):
     import torch
 
     torch.set_num_threads(2)
-    from tests.rerank_models import tiny_llama
+    from rerank_models import tiny_llama
 
     return tiny_llama(tmp_path_factory.mktemp("llama"))
 

@@ -7,8 +7,9 @@ import pytest
 
 pytest.importorskip("transformers")
 
+from rerank_models import minilm_tokenizer  # noqa: E402
+
 from cascade.rerank.pair_encoding import PairEncoder, longest_first  # noqa: E402
-from tests.rerank_models import minilm_tokenizer  # noqa: E402
 
 WORDS = (
     "cell protein gene cancer the of patients risk increased tumor mice expression "
@@ -199,7 +200,7 @@ def test_compiled_wordpiece_from_many_threads_on_workqueue_layer():
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from cascade.rerank.text_ids import TextIds
-from tests.rerank_models import minilm_tokenizer
+from rerank_models import minilm_tokenizer
 texts = TextIds(minilm_tokenizer().backend_tokenizer)
 batch = ["cell protein gene cancer expression " * 20 + str(i) for i in range(200)]
 want = texts.ids(batch)

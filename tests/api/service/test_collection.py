@@ -18,7 +18,7 @@ from cascade.retrieval.pipeline import PipelineSpec
 from cascade.retrieval.sparse.bm25 import BM25Retriever
 from cascade.retrieval.types import Document, Query
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 BM25 = PipelineSpec.resolve("bm25")
 
 

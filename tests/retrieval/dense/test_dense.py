@@ -8,12 +8,13 @@ import pytest
 torch = pytest.importorskip("torch")
 faiss = pytest.importorskip("faiss")
 
+from dense_models import tiny_bert_dir  # noqa: E402
+
 from cascade.retrieval.dense.retriever import DenseRetriever, index_factory_string  # noqa: E402
 from cascade.retrieval.errors import IndexMismatch, InvalidInput, NotFound  # noqa: E402
 from cascade.retrieval.registry import RETRIEVERS  # noqa: E402
 from cascade.retrieval.sparse.bm25 import BM25Retriever  # noqa: E402
 from cascade.retrieval.types import Document, Query, Ranking  # noqa: E402
-from tests.dense_models import tiny_bert_dir  # noqa: E402
 
 torch.set_num_threads(2)
 faiss.omp_set_num_threads(1)  # OpenMP spin-waits badly on a shared 2-core machine

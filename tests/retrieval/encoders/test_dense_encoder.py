@@ -10,12 +10,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+from dense_models import MINILM, TEXTS, tiny_bert_dir, tiny_st_dir  # noqa: E402
+
 from cascade.retrieval.encoders.batching import pad_batch, token_budget_batches  # noqa: E402
 from cascade.retrieval.encoders.dense import DenseEncoder, EncoderConfig  # noqa: E402
 from cascade.retrieval.encoders.late_chunking import ChunkSpec, chunk_embeddings, token_spans  # noqa: E402
 from cascade.retrieval.errors import InvalidInput, NotFound  # noqa: E402
 from cascade.retrieval.models import resolve_model_path  # noqa: E402
-from tests.dense_models import MINILM, TEXTS, tiny_bert_dir, tiny_st_dir  # noqa: E402
 
 torch.set_num_threads(2)
 

@@ -5,6 +5,9 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 import torch
+from plaid_data import DIM
+from plaid_data import corpus as _corpus
+from plaid_data import unit as _unit
 
 from cascade.retrieval.encoders.colbert import MultiVectors
 from cascade.retrieval.encoders.token_vectors import prune_tokens
@@ -15,24 +18,7 @@ from cascade.retrieval.late.plaid import PLAIDIndex, SearchParams
 from cascade.retrieval.late.residual import ResidualCodec
 from cascade.retrieval.registry import RETRIEVERS
 
-DIM = 32
 EXHAUSTIVE = asdict(SearchParams.exhaustive())
-
-
-def _unit(x):
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
-
-
-def _corpus(n_docs=200, n_topics=30, seed=0, lo=3, hi=30):
-    """Documents whose tokens are noisy copies of a few topic vectors (like real token clusters)."""
-    rng = np.random.default_rng(seed)
-    topics = rng.standard_normal((n_topics, DIM))
-    topics = topics / np.linalg.norm(topics, axis=1, keepdims=True)
-    rows = [topics[rng.integers(0, n_topics, rng.integers(lo, hi))] + 0.1 * rng.standard_normal((1, DIM))
-            for _ in range(n_docs)]  # fmt: skip
-    rows = [_unit(r + 0.1 * rng.standard_normal(r.shape)) for r in rows]
-    queries = [_unit(topics[rng.integers(0, n_topics, 6)] + 0.15 * rng.standard_normal((6, DIM))) for _ in range(12)]
-    return MultiVectors.from_list(rows), MultiVectors.from_list(queries), np.array([f"d{i}" for i in range(n_docs)])
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
-from tests.test_plaid import _corpus
+from plaid_data import corpus as _corpus
 
 from cascade.retrieval.compiled import AVAILABLE
 from cascade.retrieval.errors import InvalidInput
