@@ -14,7 +14,7 @@ from fastapi import FastAPI
 
 from cascade.api.service.engine import Engine
 from cascade.api.service.index_collection import IndexCollection, IndexOpener
-from cascade.retrieval.pipeline import PipelineSpec
+from cascade.eval.presets import resolve_pipeline
 
 from . import errors
 from .metrics import Metrics
@@ -47,7 +47,7 @@ def build_engine(
     )
     try:
         if settings.indexes:
-            spec = PipelineSpec.resolve(settings.index_pipeline)
+            spec = resolve_pipeline(settings.index_pipeline)
             for name, root in settings.indexes.items():
                 engine.attach(name, IndexCollection(name, root, spec, open_index))
     except BaseException:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cascade.eval.presets import resolve_pipeline
 from cascade.retrieval.errors import CascadeError, InvalidInput
 
 log = logging.getLogger("cascade")
@@ -45,7 +46,6 @@ def cmd_eval(args) -> int:
     from cascade.eval.evaluate import evaluate_pipeline, score_run
     from cascade.eval.metrics import parse_metrics
     from cascade.eval.trec import read_run
-    from cascade.retrieval.pipeline import PipelineSpec
 
     metrics = parse_metrics(args.metrics)
     dataset = load_dataset(args.dataset, args.split)
@@ -59,7 +59,7 @@ def cmd_eval(args) -> int:
     else:
         if not args.pipeline:
             raise InvalidInput("give --pipeline NAME_OR_FILE or --run FILE")
-        spec = PipelineSpec.resolve(args.pipeline)
+        spec = resolve_pipeline(args.pipeline)
         rep, run = evaluate_pipeline(dataset, spec, metrics, args.run_out, args.per_query or bool(args.compare))
         report, pq = rep.to_json(), rep.per_query
         report.pop("per_query", None)
@@ -111,9 +111,7 @@ def cmd_bench(args) -> int:
 def cmd_index(args) -> int:
     from cascade.indexing.corpus import read_corpus
     from cascade.indexing.index_set import IndexSet
-    from cascade.retrieval.pipeline import PipelineSpec
-
-    spec = PipelineSpec.resolve(args.pipeline)
+    spec = resolve_pipeline(args.pipeline)
     fields = {k: v for k, v in (("id_field", args.id_field), ("text_field", args.text_field),
                                 ("title_field", args.title_field)) if v is not None}  # fmt: skip
     corpus = Path(args.corpus)
@@ -135,14 +133,14 @@ def cmd_index(args) -> int:
 
 def cmd_search(args) -> int:
     from cascade.indexing.index_set import IndexSet
-    from cascade.retrieval.pipeline import PipelineSpec
+    from cascade.rerank.registry import build_rerankers
     from cascade.retrieval.types import Query
 
     if not Path(args.index).is_dir():
         raise InvalidInput(f"index directory {args.index} does not exist (build it with `cascade index`)")
-    spec = PipelineSpec.resolve(args.pipeline)
+    spec = resolve_pipeline(args.pipeline)
     index_set = IndexSet(args.index)
-    pipeline = index_set.pipeline(spec)
+    pipeline = index_set.pipeline(spec, build_rerankers(spec))
     texts = list(args.query or [])
     if args.queries:
         texts += [line.rstrip("\n") for line in open(args.queries, encoding="utf-8") if line.strip()]

@@ -9,8 +9,9 @@ from pathlib import Path, PurePosixPath
 
 from pydantic import TypeAdapter, ValidationError
 
-from cascade.indexing.corpus import json_lines, read_corpus
+from cascade.indexing.corpus import read_corpus
 from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.jsonl import read_jsonl
 from cascade.retrieval.types import Document
 
 from .schemas import DocumentIn
@@ -31,11 +32,12 @@ def _problem(e: ValidationError) -> str:
     return f"{'.'.join(str(p) for p in err['loc']) or 'document'}: {err['msg']}"
 
 
-def _document(obj, where: str) -> Document:
+def _document(obj) -> Document:
+    """One document object; refused with the bare reason (the caller adds where it was)."""
     try:
         d = _DOC.validate_python(obj)
     except ValidationError as e:
-        raise InvalidInput(f"{where}: {_problem(e)}") from None
+        raise InvalidInput(_problem(e)) from None
     return Document(d.id, d.text, d.title, d.metadata)
 
 
@@ -49,16 +51,19 @@ def parse_json_documents(body: bytes, source: str = "body") -> list[Document]:
         data = data["documents"]
     if not isinstance(data, list) or not data:
         raise InvalidInput(f'{source}: expected {{"documents": [...]}} or a non-empty list of documents')
-    return [_document(obj, f"{source}: documents[{i}]") for i, obj in enumerate(data)]
+    docs = []
+    for i, obj in enumerate(data):
+        try:
+            docs.append(_document(obj))
+        except InvalidInput as e:
+            raise InvalidInput(f"{source}: documents[{i}]: {e}") from None
+    return docs
 
 
 def parse_ndjson(body: bytes, source: str = "body") -> list[Document]:
-    """One document object per line; blank lines are skipped."""
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInput(f"{source}: not UTF-8") from None
-    docs = [_document(obj, f"{source}:{lineno}") for lineno, obj in json_lines(text.splitlines(), source)]
+    """One document object per line; blank lines are skipped. A bad line is refused as
+    ``SOURCE:LINE: reason`` (the API answers it 422)."""
+    docs = list(read_jsonl(body.splitlines(), source, _document))
     if not docs:
         raise InvalidInput(f"{source}: no documents")
     return docs

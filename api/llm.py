@@ -1,15 +1,18 @@
-"""A streaming client for OpenAI-compatible chat completions (vLLM, llama.cpp, OpenAI...),
-used by ``/v1/answer``. Connection problems and non-200 answers raise :class:`Unavailable`
-before the first token, so the API can still answer 503 instead of a broken stream."""
+"""The LLM side of ``/v1/answer``: the RAG prompt, the citation markers an answer uses, and
+the answer stream from the server given by ``--llm-base-url`` / ``--llm-model``, through the
+project's one OpenAI-compatible client, :class:`~cascade.rerank.llm_backends.OpenAIChatBackend`.
+Connection problems and refusals raise :class:`Unavailable` before the first token, so the
+API can still answer 503 instead of a broken stream."""
 
 from __future__ import annotations
 
-import json
+import functools
 import re
 from collections.abc import AsyncIterator, Sequence
 
 from cascade.api.service.context import PackedContext
-from cascade.retrieval.errors import MissingDependency, Unavailable, require
+from cascade.rerank.llm_backends import OpenAIChatBackend
+from cascade.retrieval.errors import InvalidInput, MissingDependency, Unavailable
 
 from .settings import Settings
 
@@ -37,6 +40,13 @@ def cited_markers(answer: str, valid: Sequence[int]) -> list[int]:
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _backend(base_url: str, model: str, api_key: str, timeout_s: float) -> OpenAIChatBackend:
+    # no retries: a request waits for no backoff, an unreachable server is a 503 at once;
+    # no key from the environment: only the one the server was started with
+    return OpenAIChatBackend(model, base_url, api_key=api_key, timeout_s=timeout_s, max_retries=0)
+
+
 async def stream_chat(
     settings: Settings, messages: list[dict[str, str]], temperature: float = 0.0, max_tokens: int = 512
 ) -> AsyncIterator[str]:
@@ -47,49 +57,10 @@ async def stream_chat(
     """
     if not settings.llm_base_url or not settings.llm_model:
         raise MissingDependency("no LLM is configured: start the server with --llm-base-url and --llm-model")
-    httpx = require("httpx", "llm")
-    url = settings.llm_base_url.rstrip("/") + "/chat/completions"
-    headers = {"Authorization": f"Bearer {settings.llm_api_key}"} if settings.llm_api_key else {}
-    payload = {
-        "model": settings.llm_model,
-        "messages": messages,
-        "stream": True,
-        "temperature": temperature,
-        "max_tokens": max_tokens,
-    }
-    client = httpx.AsyncClient(timeout=settings.llm_timeout_s)
+    backend = _backend(
+        settings.llm_base_url, settings.llm_model, settings.llm_api_key or "", settings.llm_timeout_s
+    )
     try:
-        resp = await client.send(
-            client.build_request("POST", url, json=payload, headers=headers), stream=True
-        )
-    except httpx.HTTPError as e:
-        await client.aclose()
-        raise Unavailable(
-            f"LLM server {settings.llm_base_url} is not reachable: {type(e).__name__}"
-        ) from None
-    if resp.status_code != 200:
-        detail = (await resp.aread())[:200].decode("utf-8", "replace")
-        await resp.aclose()
-        await client.aclose()
-        raise Unavailable(f"LLM server answered {resp.status_code}: {detail}")
-    return _deltas(client, resp)
-
-
-async def _deltas(client, resp) -> AsyncIterator[str]:
-    try:
-        async for line in resp.aiter_lines():
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
-            if data == "[DONE]":
-                break
-            try:
-                choice = json.loads(data)["choices"][0]
-            except (json.JSONDecodeError, KeyError, IndexError, TypeError):
-                raise Unavailable(f"LLM server sent a malformed event: {data[:100]}") from None
-            delta = (choice.get("delta") or {}).get("content")
-            if delta:
-                yield delta
-    finally:
-        await resp.aclose()
-        await client.aclose()
+        return await backend.stream(messages, max_tokens, temperature)
+    except InvalidInput as e:  # the LLM server refused: its configuration, not the caller's input
+        raise Unavailable(str(e)) from None

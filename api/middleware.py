@@ -1,4 +1,4 @@
-"""Pure ASGI middleware (no per-request task or body copy, so it costs microseconds):
+"""Pure ASGI middleware (no per-request task or body copy, so it adds little per request):
 request ids, body size limits, metrics, and the 500 answer for bugs.
 
 - ``X-Request-ID``: echoed when the client sent a sane one (printable, <= 128 chars),

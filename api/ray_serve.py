@@ -11,7 +11,7 @@ Three deployments::
                     on a GPU when the cluster has one
 
 The router fans a batch of queries out to every shard of an index at once and merges their
-top k with :func:`retrieval.sharded.merge_rankings`, the function the in-process
+top k with :func:`retrieval.partition.merge_rankings`, the function the in-process
 :class:`~retrieval.sharded.ShardedRetriever` uses, so both answer exactly alike; fusion runs in
 the router, reranking on the Reranker replicas. Collections of ``--data-dir`` stay writable and
 live in the router process (one replica: a collection directory has one owner).
@@ -30,16 +30,15 @@ import signal
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cascade.api.service.index_collection import index_dirs, index_shards, load_index
 from cascade.rerank.base import Reranker
+from cascade.rerank.registry import load_reranker
 from cascade.retrieval.errors import CascadeError, InvalidInput, require
-from cascade.retrieval.registry import RERANKERS
-from cascade.retrieval.sharded import merge_rankings, merge_stats, shard_stats
+from cascade.retrieval.partition import merge_rankings, merge_stats, part_stats, search_part
 from cascade.retrieval.types import Document, Query, Ranking
 
 from .settings import Settings
@@ -75,12 +74,10 @@ class ShardSearcher:
     """One shard directory, loaded once, scored with the whole index's ``stats`` when given."""
 
     def __init__(self, path: str, stats: Any | None = None):
-        self.index = load_index(path)
-        if stats is not None:
-            self.index.use_collection_stats(stats)
+        self.index, self.stats = load_index(path), stats
 
     def search(self, queries: list[Query], k: int, kwargs: dict[str, Any]) -> list[Ranking]:
-        return self.index.search(queries, k, **kwargs)
+        return search_part(self.index, queries, k, self.stats, **kwargs)
 
 
 class RerankerReplica:
@@ -96,13 +93,13 @@ class RerankerReplica:
         key = json.dumps([name, params], sort_keys=True, default=str)
         with self._lock:
             if key not in self._models:
-                self._models[key] = RERANKERS.get(name)(**params)
+                self._models[key] = load_reranker(name, params)
         return self._models[key].score_many(queries, docs)
 
 
 def _shard_stats(path: str) -> Any | None:
     """A Ray task: one shard's collection statistics (the router merges them)."""
-    return shard_stats(load_index(path))
+    return part_stats(load_index(path))
 
 
 # -- the router's side of the handles -----------------------------------------------------
@@ -228,10 +225,8 @@ def run(
     ray = require("ray", "ray")
     serve = require("ray.serve", "ray")
     if not ray.is_initialized():
-        # a local cluster's workers import the project from where this process does
-        root = str(Path(__file__).resolve().parents[1])
-        env = {"env_vars": {"PYTHONPATH": root}} if address is None else None
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING, runtime_env=env)
+        # a local cluster's workers run this interpreter, so they import the installed `cascade`
+        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
     serve.start(http_options={"host": host, "port": port})
     # no per-request replica logs: streamed to this driver, they cost every call more than the search
     quiet = {"enable_access_log": False, "log_level": "WARNING"}

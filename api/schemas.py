@@ -7,6 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
 
+from cascade.api.service.config import NAME_PATTERN, check_collection_chunking
+from cascade.retrieval.chunking import ChunkConfig
+
 MAX_QUERY_CHARS = 4096
 MAX_QUERIES = 256
 MAX_K = 1000
@@ -21,7 +24,7 @@ def _not_blank(v: str) -> str:
 QueryText = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_QUERY_CHARS), AfterValidator(_not_blank)
 ]
-CollectionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+CollectionName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Filter = dict[str, Any]
 PipelineArg = Annotated[
     str | dict[str, Any] | None,
@@ -39,15 +42,19 @@ class _Strict(BaseModel):
 # -- collections -------------------------------------------------------------------------
 
 
-class ChunkingIn(_Strict):
-    max_tokens: int = Field(256, ge=8, le=8192)
-    overlap: int = Field(32, ge=0, le=1024)
+class ChunkingIn(ChunkConfig):
+    """A new collection's chunking as the request states it: :class:`ChunkConfig`'s fields
+    and limits, checked here (422 ``ValidationError``). The rule between the two fields is
+    left to the engine, so the API reports it as the CLI does (422 ``InvalidInput``)."""
+
+    def _overlap_below_max_tokens(self) -> ChunkingIn:  # replaces the validator of that name
+        return self
 
 
 class CreateCollection(_Strict):
     name: CollectionName
     pipeline: PipelineArg = "bm25"
-    chunking: ChunkingIn = ChunkingIn()
+    chunking: Annotated[ChunkingIn, AfterValidator(check_collection_chunking)] = ChunkingIn()
     compaction: dict[str, Any] | None = None
 
 

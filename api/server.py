@@ -131,7 +131,7 @@ def cmd_collection(args) -> int:
             if args.action == "create":
                 chunking = {"max_tokens": args.max_tokens, "overlap": args.overlap}
                 engine.create_collection(args.name, args.pipeline, chunking)
-            coll = engine.collection(args.name)
+            coll = engine.writable_collection(args.name) if args.corpus is not None else engine.collection(args.name)
             totals = {"added": 0, "updated": 0, "unchanged": 0}
             if args.corpus is not None:
                 if not args.corpus.exists():

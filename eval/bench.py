@@ -41,8 +41,8 @@ def race(
 
     ``warm``: call each contender once, untimed, right before its timed run. Without it a
     contender starts with the previous one's data in the CPU caches (and the collection's
-    leftovers): for millisecond-scale in-memory searches that eviction alone cost ours 7-10%
-    (the sparse bench), a state a server answering a stream of queries is never in.
+    leftovers), which for millisecond-scale in-memory searches weighs on the timing, a state
+    a server answering a stream of queries is never in.
     """
     best: dict[str, tuple[float, Any]] = {name: (float("inf"), None) for name in contenders}
     for _ in range(rounds):

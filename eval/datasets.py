@@ -29,8 +29,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cascade.indexing.corpus import read_jsonl, read_msmarco_collection
+from cascade.indexing.corpus import read_jsonl as read_jsonl_documents
+from cascade.indexing.corpus import read_msmarco_collection
 from cascade.retrieval.errors import InvalidInput, NotFound
+from cascade.retrieval.jsonl import read_jsonl
 from cascade.retrieval.types import Document, Qrels, Query
 
 log = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ class Dataset:
 
     def corpus(self) -> Iterator[Document]:
         if self.layout == "beir":
-            return read_jsonl(self._corpus_file)
+            return read_jsonl_documents(self._corpus_file)
         return read_msmarco_collection(self._corpus_file)
 
     @property
@@ -107,6 +109,13 @@ def read_qrels_trec(path: Path) -> Qrels:
     return qrels
 
 
+def _query(obj) -> Query:
+    """A BEIR ``queries.jsonl`` line: ``{"_id": ..., "text": ...}``."""
+    if not isinstance(obj, dict) or "_id" not in obj or "text" not in obj:
+        raise InvalidInput("expected an object with '_id' and 'text'")
+    return Query(str(obj["_id"]), str(obj["text"] or ""))
+
+
 def read_queries_tsv(path: Path) -> list[Query]:
     """MS MARCO / TREC topics: ``qid<TAB>text``."""
     out = []
@@ -133,7 +142,7 @@ def _load_dir(root: Path, split: str, name: str) -> Dataset:
             splits = sorted(p.stem for p in (root / "qrels").glob("*.tsv"))
             raise NotFound(f"{root}: no split {split!r} (qrels/{split}.tsv); available: {', '.join(splits) or 'none'}")
         qrels = read_qrels_tsv(qrels_file)
-        queries = [Query(d.id, d.text) for d in read_jsonl(root / "queries.jsonl", title_field=None)]
+        queries = list(read_jsonl(root / "queries.jsonl", convert=_query))
         layout, corpus_file, level = "beir", root / "corpus.jsonl", 1
     elif (root / "collection.tsv").is_file():
         queries = read_queries_tsv(_first(root, [f"queries.{split}.small.tsv", f"queries.{split}.tsv", f"topics.{split}.tsv"]))

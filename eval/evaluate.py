@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cascade.indexing.index_set import IndexSet
+from cascade.rerank.registry import build_rerankers
 from cascade.retrieval.pipeline import PipelineSpec
 from cascade.retrieval.types import Run
 
@@ -64,7 +65,7 @@ def evaluate_pipeline(
 ) -> tuple[EvalReport, Run]:
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    pipeline = dataset_index_set(dataset).pipeline(spec)
+    pipeline = dataset_index_set(dataset).pipeline(spec, build_rerankers(spec))
     timings["index_load_or_build"] = time.perf_counter() - t
     t = time.perf_counter()
     out = pipeline.search(dataset.queries)

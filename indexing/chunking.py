@@ -2,32 +2,21 @@
 ``overlap`` tokens, cut at sentence ends whenever a sentence fits.
 
 Each chunk keeps its parent id and character span, so a RAG answer can cite the exact
-place in the original document.
+place in the original document. The windows are a :class:`~cascade.retrieval.chunking.ChunkConfig`
+counted in whitespace words.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
-from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.chunking import ChunkConfig
 from cascade.retrieval.types import Document
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n\s*\n")
 _WORD = re.compile(r"\S+")
-
-
-@dataclass(frozen=True)
-class ChunkConfig:
-    max_tokens: int = 256
-    overlap: int = 32
-
-    def __post_init__(self):
-        if self.max_tokens < 1:
-            raise InvalidInput(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if not 0 <= self.overlap < self.max_tokens:
-            raise InvalidInput(f"overlap must be in [0, max_tokens), got {self.overlap}")
+DEFAULT_CHUNKING = ChunkConfig()
 
 
 def _sentences(text: str) -> list[tuple[int, int]]:
@@ -50,7 +39,7 @@ def _units(text: str, max_tokens: int) -> list[list[tuple[int, int]]]:
     return units
 
 
-def chunk_text(text: str, config: ChunkConfig = ChunkConfig()) -> list[tuple[int, int]]:
+def chunk_text(text: str, config: ChunkConfig = DEFAULT_CHUNKING) -> list[tuple[int, int]]:
     """Character spans of the chunks of ``text`` (whitespace words count as tokens)."""
     units = _units(text, config.max_tokens)
     chunks: list[tuple[int, int]] = []
@@ -73,7 +62,7 @@ def chunk_text(text: str, config: ChunkConfig = ChunkConfig()) -> list[tuple[int
     return chunks
 
 
-def chunk_documents(docs: Iterable[Document], config: ChunkConfig = ChunkConfig()) -> Iterator[Document]:
+def chunk_documents(docs: Iterable[Document], config: ChunkConfig = DEFAULT_CHUNKING) -> Iterator[Document]:
     """Split each document into chunks with ids ``{id}#{n}``; short documents stay whole
     (one chunk, same id pattern). Metadata carries ``parent_id``, ``start`` and ``end``."""
     for doc in docs:

@@ -8,14 +8,14 @@ chosen id / text / title fields, and a folder of ``.txt`` / ``.md`` / ``.html`` 
 from __future__ import annotations
 
 import csv
-import json
 import re
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
+from cascade.retrieval import jsonl
 from cascade.retrieval.errors import InvalidInput, NotFound
 from cascade.retrieval.types import Document
 
@@ -29,18 +29,6 @@ def _open(path: str | Path):
     return open(path, encoding="utf-8", newline="")
 
 
-def json_lines(lines: Iterable[str], source: str) -> Iterator[tuple[int, Any]]:
-    """``(line number, parsed value)`` of each non-blank JSON line; a malformed line fails
-    with ``source:line``, the way every JSON-lines input (files, API bodies) reports it."""
-    for lineno, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            yield lineno, json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InvalidInput(f"{source}:{lineno}: invalid JSON ({e.msg})") from None
-
-
 def read_jsonl(
     path: str | Path,
     id_field: str = "_id",
@@ -48,18 +36,21 @@ def read_jsonl(
     title_field: str | None = "title",
     metadata_field: str | None = "metadata",
 ) -> Iterator[Document]:
-    """One document per JSON line. A malformed line fails with its file and line number."""
-    with _open(path) as f:
-        for lineno, obj in json_lines(f, str(path)):
-            if not isinstance(obj, dict) or id_field not in obj or text_field not in obj:
-                raise InvalidInput(f"{path}:{lineno}: expected an object with {id_field!r} and {text_field!r}")
-            meta = obj.get(metadata_field) if metadata_field else None
-            yield Document(
-                id=str(obj[id_field]),
-                text=str(obj[text_field] or ""),
-                title=str(obj.get(title_field) or "") if title_field else "",
-                metadata=meta if isinstance(meta, dict) else {},
-            )
+    """One document per JSON line, read by :func:`cascade.retrieval.jsonl.read_jsonl`: a
+    malformed line, or one without the id and text fields, fails with ``FILE:LINE``."""
+
+    def document(obj: Any) -> Document:
+        if not isinstance(obj, dict) or id_field not in obj or text_field not in obj:
+            raise InvalidInput(f"expected an object with {id_field!r} and {text_field!r}")
+        meta = obj.get(metadata_field) if metadata_field else None
+        return Document(
+            id=str(obj[id_field]),
+            text=str(obj[text_field] or ""),
+            title=str(obj.get(title_field) or "") if title_field else "",
+            metadata=meta if isinstance(meta, dict) else {},
+        )
+
+    return jsonl.read_jsonl(path, str(path), document)
 
 
 def read_csv(

@@ -17,10 +17,10 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from cascade.retrieval.base import Retriever
+from cascade.retrieval.base import Reranker, Retriever
 from cascade.retrieval.errors import NotFound
 from cascade.retrieval.pipeline import Pipeline, PipelineSpec, RetrieverStage
 from cascade.retrieval.registry import RETRIEVERS
@@ -46,7 +46,7 @@ class IndexSet:
     corpus: a function returning a fresh document stream; needed only to build what is missing.
     shards: build each retriever's index as this many shards (0: one plain index).
     ray_workers: build the shards on Ray with this many workers; needs ``source``, a corpus
-        every worker can open (see :class:`indexing.ray_build.CorpusSource`).
+        every worker can open (see :class:`cascade.indexing.ray_build.CorpusSource`).
     """
 
     def __init__(self, root: str | Path, corpus: CorpusFactory | None = None, shards: int = 0,
@@ -124,10 +124,12 @@ class IndexSet:
             tmp.rename(path)
         return DocStore(path)
 
-    def pipeline(self, spec: PipelineSpec) -> Pipeline:
+    def pipeline(self, spec: PipelineSpec, rerankers: Sequence[Reranker] = ()) -> Pipeline:
+        """The spec's pipeline over this directory's indexes; ``rerankers``, one per rerank stage,
+        come from the caller (:func:`cascade.rerank.registry.build_rerankers`)."""
         retrievers = [self.retriever(s) for s in spec.retrievers]
         docs = self.docstore() if spec.rerankers else None
-        return Pipeline(spec, retrievers, docs=docs)
+        return Pipeline(spec, retrievers, rerankers, docs=docs)
 
     def build(self, spec: PipelineSpec) -> None:
         """Build every index the spec needs and the docstore, without loading them."""

@@ -7,12 +7,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cascade.retrieval import base
 from cascade.retrieval.errors import InvalidInput
 from cascade.retrieval.types import Document, Query, Ranking
 
 
-class Reranker(ABC):
+class Reranker(base.Reranker, ABC):
     """Scores (query, document) candidates; :meth:`rerank` turns scores into a ranking.
+
+    Implements the pipeline's :class:`cascade.retrieval.base.Reranker` protocol.
 
     Subclasses implement :meth:`score`; those that can batch across queries (a
     cross-encoder filling a token budget) override :meth:`score_many` as well.

@@ -17,11 +17,12 @@ from typing import Literal
 
 import numpy as np
 
+from cascade.retrieval.encoders.batching import BatchPolicy, restore_order
 from cascade.retrieval.errors import InvalidInput, require
 from cascade.retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path, to_device
+from cascade.retrieval.progress import progress
 
 from .base import PairwiseReranker
-from .batching import BatchPolicy, progress, token_budget_batches
 from .pair_encoding import PairEncoder
 
 log = logging.getLogger(__name__)
@@ -165,10 +166,9 @@ class CrossEncoderReranker(PairwiseReranker):
         # On a GPU, pairs go in chunks: worker threads tokenize the next chunks (numba and
         # Rust tokenizing run without the GIL) while this thread batches and launches the
         # current one, whose kernels run without being waited for. Chunks bound the memory of
-        # long inputs. On an H200, 10k pairs took 569 ms in chunks of 1,024 against 608-756 in
-        # chunks of 128-512 (a small chunk also sorts fewer pairs by length, so its batches
-        # may carry more padding); at 1k pairs 512 and 1,024 were within 10%. On a CPU one
-        # chunk sorts all pairs by length, which is what saves padding there.
+        # long inputs. Default GPU chunks hold at least 1,024 pairs: a small chunk sorts fewer
+        # pairs by length, so its batches may carry more padding. On a CPU one chunk sorts all
+        # pairs by length, which is what saves padding there.
         size = self.chunk_size or (max(1024, self.policy.batch_size) if self.device.type == "cuda" else n)
         chunks = [slice(start, min(start + size, n)) for start in range(0, n, size)]
         show = self.show_progress if self.show_progress is not None else n > 2000
@@ -177,16 +177,14 @@ class CrossEncoderReranker(PairwiseReranker):
         with (
             ThreadPoolExecutor(2, thread_name_prefix="cascade-tokenize") as pool,
             torch.inference_mode(),
-            progress(n, "cross-encoder", "pair", show) as bar,
+            progress(desc="cross-encoder", unit="pair", total=n, enabled=show, leave=False) as bar,
         ):
             encoded = pool.map(lambda c: self.pairs.encode(firsts[c], seconds[c]), chunks)
             for chunk, tokens in zip(chunks, encoded, strict=True):
-                for rows in token_budget_batches(tokens.lengths, self.policy):
+                for rows in self.policy.batches(tokens.lengths):
                     feed = {k: to_device(v, self.device) for k, v in tokens.batch(rows, pad_id).items()}
                     pending.append(self._activation_fn(self.model(**feed).logits.float()).squeeze(-1))
                     order.append(rows + chunk.start)
                     bar.update(len(rows))
             scores = torch.cat(pending).cpu().numpy()  # the one wait for the GPU
-        out = np.empty(n, dtype=np.float32)
-        out[np.concatenate(order)] = scores
-        return out
+        return restore_order(order, scores).astype(np.float32, copy=False)

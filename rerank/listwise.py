@@ -26,10 +26,10 @@ from typing import Literal
 import numpy as np
 
 from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.progress import progress
 from cascade.retrieval.types import Document
 
 from .base import Reranker
-from .batching import progress
 from .llm_backends import HFCausalLMBackend, OpenAIChatBackend
 from .prompts import Identifiers, PromptFormat, PromptStyle, identifiers, parse_permutation
 
@@ -93,7 +93,7 @@ class _WindowReranker(Reranker):
         steps = max((len(s) for s in spans), default=0)
         total = self.slide.passes * sum(len(s) for s in spans)
         show = self.show_progress if self.show_progress is not None else total > 50
-        with progress(total, self.name, "window", show) as bar:
+        with progress(desc=self.name, unit="window", total=total, enabled=show, leave=False) as bar:
             for _ in range(self.slide.passes):
                 for step in range(steps):
                     # step k of every query that has one goes to the model as one batch

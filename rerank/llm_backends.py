@@ -1,24 +1,26 @@
-"""Where listwise rerankers get their LLM answers: an OpenAI-compatible server or a local HF model.
+"""Where LLM answers come from: an OpenAI-compatible server or a local HF model.
 
-Both take a batch of conversations (lists of ``{"role", "content"}`` messages) and return
-one answer text each. The local model can also return next-token logits after an
+Listwise rerankers use both; the API's RAG route streams from the server client. Both take a
+batch of conversations (lists of ``{"role", "content"}`` messages) and return one answer
+text each. The local model can also return next-token logits after an
 assistant prefix, which is all FIRST needs (one forward pass, no generation).
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from cascade.retrieval.encoders.batching import pad_batch
 from cascade.retrieval.errors import InvalidInput, Unavailable, require
 from cascade.retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path, to_device
-
-from .batching import pad_batch
 
 log = logging.getLogger(__name__)
 
@@ -29,22 +31,30 @@ _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
 class OpenAIChatBackend:
-    """Chat completions from any OpenAI-compatible server (OpenAI, vLLM, SGLang, llama.cpp, TGI).
+    """The project's one client for OpenAI-compatible chat completions (OpenAI, vLLM, SGLang,
+    llama.cpp, TGI): whole answers for a batch of conversations (:meth:`chat`, listwise
+    rerankers) and one answer streamed as it is generated (:meth:`stream`, the API's RAG route).
+
+    Both send the same payload, retry the same failures with the same backoff and report
+    them with the same messages.
 
     Args:
         model: the model name the server knows.
         base_url: the API root, e.g. ``"http://localhost:8000/v1"``; ``/chat/completions`` is appended.
-        api_key: bearer token; ``None`` reads the environment variable ``api_key_env`` at construction.
+        api_key: bearer token; ``None`` reads the environment variable ``api_key_env`` at
+            construction; ``""``: no token.
         api_key_env: where to read the key from when ``api_key`` is None.
-        timeout_s: per-request timeout (connect, read, write).
+        timeout_s: per-request timeout (connect, read, write); for a stream, between two events.
         max_retries: retries after the first attempt, for connection errors, timeouts, 429 and 5xx.
         backoff_s: the first retry waits this long, each later one twice as long as the one before.
         concurrency: requests in flight at once across a batch of windows.
         temperature: sampling temperature (0: greedy, as the listwise papers use).
 
     Raises:
-        Unavailable: (from :meth:`chat`) the server did not answer after the retries.
-        InvalidInput: (from :meth:`chat`) the server refused the request (4xx other than 429).
+        Unavailable: (from :meth:`chat`, :meth:`stream`) the server did not answer after the
+            retries, or sent a malformed answer.
+        InvalidInput: (from :meth:`chat`, :meth:`stream`) the server refused the request (4xx
+            other than 408, 425 and 429).
     """
 
     def __init__(self, model: str, base_url: str = "http://localhost:8000/v1", api_key: str | None = None,
@@ -55,10 +65,10 @@ class OpenAIChatBackend:
             raise InvalidInput("max_retries and backoff_s must be >= 0, timeout_s > 0, concurrency >= 1")
         self.model, self.base_url = model, base_url.rstrip("/")
         self.max_retries, self.backoff_s, self.concurrency = max_retries, backoff_s, concurrency
-        self.temperature = temperature
+        self.temperature, self.timeout_s = temperature, timeout_s
         key = api_key if api_key is not None else os.environ.get(api_key_env)
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
+        self._headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.Client(base_url=self.base_url, headers=self._headers, timeout=timeout_s)
         self._httpx = httpx
 
     def estimate_tokens(self, text: str) -> int:
@@ -77,37 +87,110 @@ class OpenAIChatBackend:
         with ThreadPoolExecutor(min(self.concurrency, len(conversations))) as pool:
             return list(pool.map(lambda m: self._complete(m, max_tokens), conversations))
 
+    async def stream(self, messages: Messages, max_tokens: int,
+                     temperature: float | None = None) -> AsyncIterator[str]:  # fmt: skip
+        """Connect, then return an iterator over the answer's text deltas (server-sent events).
+
+        Connecting, the retries and the status check happen before this returns, so a caller
+        can still answer with an error status of its own; a failure after the first delta
+        surfaces from the iterator. ``temperature``: this request's, default the backend's.
+        """
+        payload = self._payload(messages, max_tokens, temperature) | {"stream": True}
+        client = self._httpx.AsyncClient(
+            base_url=self.base_url, headers=self._headers, timeout=self.timeout_s
+        )
+        try:
+            problem = ""
+            for attempt in range(self.max_retries + 1):
+                if attempt:
+                    await asyncio.sleep(self._backoff(attempt))
+                try:
+                    request = client.build_request("POST", "/chat/completions", json=payload)
+                    response = await client.send(request, stream=True)
+                except self._httpx.TransportError as e:
+                    problem = self._unreachable(e, attempt)
+                    continue
+                if response.status_code < 400:
+                    return self._deltas(client, response)
+                detail = (await response.aread())[:200].decode("utf-8", "replace")
+                await response.aclose()
+                problem = self._refused(response.status_code, detail, attempt)
+            raise self._gave_up(problem)
+        except BaseException:
+            await client.aclose()
+            raise
+
+    def _payload(self, messages: Messages, max_tokens: int, temperature: float | None = None) -> dict:
+        return {"model": self.model, "messages": messages, "max_tokens": max_tokens,
+                "temperature": self.temperature if temperature is None else temperature}  # fmt: skip
+
+    def _backoff(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1, 2, ...)."""
+        return self.backoff_s * 2 ** (attempt - 1)
+
+    def _unreachable(self, e: Exception, attempt: int) -> str:
+        """The problem to report for a connection that failed (refused, reset, DNS, timeouts)."""
+        problem = f"not reachable ({type(e).__name__}: {e})"
+        log.warning("LLM server %s: %s (attempt %d)", self.base_url, problem, attempt + 1)
+        return problem
+
+    def _refused(self, status: int, detail: str, attempt: int) -> str:
+        """The problem to report for an error status worth retrying; a refusal raises at once."""
+        if status not in _RETRY_STATUS:
+            raise InvalidInput(f"LLM server {self.base_url} refused the request: HTTP {status} {detail}")
+        problem = f"HTTP {status} {detail}".rstrip()
+        log.warning("LLM server %s: %s (attempt %d)", self.base_url, problem, attempt + 1)
+        return problem
+
+    def _gave_up(self, problem: str) -> Unavailable:
+        n = self.max_retries + 1
+        return Unavailable(
+            f"LLM server {self.base_url} did not answer after {n} attempt{'s' if n > 1 else ''}: {problem}"
+        )
+
     def _complete(self, messages: Messages, max_tokens: int) -> str:
-        payload = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
-                   "temperature": self.temperature}  # fmt: skip
+        payload = self._payload(messages, max_tokens)
         problem = ""
         for attempt in range(self.max_retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+                time.sleep(self._backoff(attempt))
             try:
                 response = self._client.post("/chat/completions", json=payload)
-            except self._httpx.TransportError as e:  # refused, reset, DNS, timeouts
-                problem = f"{type(e).__name__}: {e}"
-                log.warning("LLM server %s: %s (attempt %d)", self.base_url, problem, attempt + 1)
-                continue
-            if response.status_code in _RETRY_STATUS:
-                problem = f"HTTP {response.status_code}"
-                log.warning("LLM server %s: %s (attempt %d)", self.base_url, problem, attempt + 1)
+            except self._httpx.TransportError as e:
+                problem = self._unreachable(e, attempt)
                 continue
             if response.status_code >= 400:
-                raise InvalidInput(
-                    f"LLM server {self.base_url} refused the request: HTTP {response.status_code} "
-                    f"{response.text[:200]}"
-                )
+                problem = self._refused(response.status_code, response.text[:200], attempt)
+                continue
             try:
                 return response.json()["choices"][0]["message"]["content"] or ""
             except (ValueError, KeyError, IndexError, TypeError):
                 raise Unavailable(
                     f"LLM server {self.base_url} sent a malformed chat completion: {response.text[:200]}"
                 ) from None
-        raise Unavailable(
-            f"LLM server {self.base_url} did not answer after {self.max_retries + 1} attempts: {problem}"
-        )
+        raise self._gave_up(problem)
+
+    async def _deltas(self, client, response) -> AsyncIterator[str]:
+        """The text deltas of a streamed completion; closes the response and its client."""
+        try:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    break
+                try:
+                    choices = json.loads(data)["choices"]
+                    delta = (choices[0].get("delta") or {}).get("content") if choices else None
+                except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+                    raise Unavailable(
+                        f"LLM server {self.base_url} sent a malformed event: {data[:100]}"
+                    ) from None
+                if delta:
+                    yield delta
+        finally:
+            await response.aclose()
+            await client.aclose()
 
     def close(self) -> None:
         self._client.close()

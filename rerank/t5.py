@@ -21,11 +21,12 @@ from typing import Literal
 
 import numpy as np
 
+from cascade.retrieval.encoders.batching import BatchPolicy, pad_batch
 from cascade.retrieval.errors import InvalidInput, NotFound, require
 from cascade.retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path, to_device
+from cascade.retrieval.progress import progress
 
 from .base import PairwiseReranker
-from .batching import BatchPolicy, pad_batch, progress, token_budget_batches
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +111,9 @@ class _T5Reranker(PairwiseReranker):
         seqs = self.encode(queries, documents)
         show = self.show_progress if self.show_progress is not None else len(seqs) > 2000
         pad_id = self.tokenizer.pad_token_id or 0
-        with torch.inference_mode(), progress(len(seqs), self.name, "pair", show) as bar:
-            for idx in token_budget_batches([len(s) for s in seqs], self.policy):
+        bar = progress(desc=self.name, unit="pair", total=len(seqs), enabled=show, leave=False)
+        with torch.inference_mode(), bar:
+            for idx in self.policy.batches([len(s) for s in seqs]):
                 ids, mask = pad_batch([seqs[i] for i in idx], pad_id)
                 ids_t, mask_t = to_device(ids, self.device), to_device(mask, self.device)
                 out[idx] = self._score_batch(ids_t, mask_t).float().cpu().numpy()

@@ -1,8 +1,7 @@
 """BERT's WordPiece on normalized text, compiled: the tokenizer a GPU cross-encoder waits on.
 
-The Rust tokenizer spends about 0.6 ms per SciFact abstract on one core (normalized-string
-bookkeeping, a String per token), and its ids come back as Python lists, which cost as much
-again to turn into arrays. For text already normalized, with every character the
+The Rust tokenizer spends its time per text on normalized-string bookkeeping and a String
+per token, and its ids come back as Python lists, which must then be turned into arrays. For text already normalized, with every character the
 pre-tokenizer splits on turned into ASCII spaces around it (:mod:`rerank.text_ids` does that),
 the pre-tokenizer and WordPiece are simple enough to run as one numba loop over the UTF-8
 bytes of all texts at once, in parallel, writing ids straight into an int64 array:
@@ -96,7 +95,7 @@ class WordPieceKernel:
         starts = np.cumsum(lengths) - lengths
         data = np.frombuffer("".join(texts).encode("utf-8"), dtype=np.uint8)
         # a text has at most one token per byte: each text writes inside its own span, then
-        # the spans are packed (a pool 4-5x smaller to copy and gather from)
+        # the spans are packed (a pool as long as the tokens, not the bytes, to copy and gather from)
         spans = np.empty(len(data), dtype=np.int32)
         counts = np.zeros(len(texts), dtype=np.int64)
         with _PARALLEL_CALL:

@@ -1,11 +1,15 @@
-"""The retriever contract shared by every index family."""
+"""The contracts of the pipeline's stages: retrievers (every index family) and rerankers.
+
+The rerankers themselves live a layer up (:mod:`cascade.rerank`); the pipeline only needs
+what they answer, declared here as a protocol.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import ClassVar, Protocol, Self, runtime_checkable
 
 from .types import Document, Query, Ranking
 
@@ -43,3 +47,14 @@ class Retriever(ABC):
 
     def search_one(self, text: str, k: int = 10) -> Ranking:
         return self.search([Query("q", text)], k)[0]
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """Reorders each query's candidates; what a pipeline's rerank stage calls."""
+
+    def rerank_batch(
+        self, queries: Sequence[Query], candidates: Sequence[Sequence[Document]], top_k: int | None = None
+    ) -> list[Ranking]:
+        """One ranking per query over its candidates (an empty list gives an empty ranking)."""
+        ...

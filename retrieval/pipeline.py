@@ -1,26 +1,24 @@
 """Pipelines: first-stage retrievers, fused, then a cascade of rerankers.
 
-A pipeline is data (:class:`PipelineSpec`, loadable from YAML or JSON and validated at load)
-plus the loaded components (:class:`Pipeline`). Who loads the components decides where
-indexes live: the evaluation CLI caches them per dataset, the service per collection.
+A pipeline is data (:class:`PipelineSpec`, validated when parsed; preset names and files are
+resolved by :func:`cascade.eval.presets.resolve_pipeline`) plus the loaded components
+(:class:`Pipeline`). Who loads the components decides where indexes live: the evaluation CLI
+caches them per dataset, the service per collection.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .base import Retriever
+from .base import Reranker, Retriever
 from .errors import InvalidInput
 from .fusion import fuse
-from .registry import RERANKERS, RETRIEVERS
+from .registry import RETRIEVERS
 from .types import Document, Query, Ranking
 
 
@@ -61,12 +59,6 @@ class PipelineSpec(_Strict):
                     f"pipeline {self.name!r}: unknown retriever {stage.retriever!r}; "
                     f"valid: {', '.join(RETRIEVERS.names())}"
                 )
-        for stage in self.rerankers:
-            if stage.reranker not in RERANKERS:
-                raise InvalidInput(
-                    f"pipeline {self.name!r}: unknown reranker {stage.reranker!r}; "
-                    f"valid: {', '.join(RERANKERS.names()) or '(none installed)'}"
-                )
 
     @classmethod
     def parse(cls, data: dict[str, Any], name: str | None = None) -> PipelineSpec:
@@ -80,31 +72,6 @@ class PipelineSpec(_Strict):
                 f"{'.'.join(str(p) for p in err['loc']) or 'spec'}: {err['msg']}" for err in e.errors()
             )
             raise InvalidInput(f"invalid pipeline spec: {problems}") from None
-
-    @classmethod
-    def resolve(cls, name_or_file: str) -> PipelineSpec:
-        """A preset by name, or a YAML / JSON file holding a spec."""
-        from .presets import PRESETS
-
-        if name_or_file in PRESETS:
-            return cls.parse(PRESETS[name_or_file], name=name_or_file)
-        path = Path(name_or_file)
-        if path.suffix.lower() in {".yaml", ".yml", ".json"}:
-            if not path.is_file():
-                raise InvalidInput(f"pipeline file {path} does not exist")
-            try:
-                text = path.read_text()
-                data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-            except (json.JSONDecodeError, yaml.YAMLError) as e:
-                raise InvalidInput(f"pipeline file {path} is not valid: {e}".splitlines()[0]) from None
-            if not isinstance(data, dict):
-                raise InvalidInput(f"pipeline file {path} must hold a mapping")
-            return cls.parse(data, name=data.get("name", path.stem))
-        raise InvalidInput(
-            f"unknown pipeline {name_or_file!r}: not a preset ({', '.join(sorted(PRESETS))}) "
-            "nor a .yaml/.json file"
-        )
-
 
 class DocumentSource(Protocol):
     """Where rerankers read document text from (a docstore)."""
@@ -124,7 +91,8 @@ class Pipeline:
     Args:
         spec: the validated spec.
         retrievers: one loaded retriever per ``spec.retrievers`` entry, same order.
-        rerankers: one reranker per ``spec.rerankers`` entry (built from the registry if None).
+        rerankers: one reranker per ``spec.rerankers`` entry, in order
+            (:func:`cascade.rerank.registry.build_rerankers` builds them from the spec).
         docs: document source for the rerankers; required when there are rerankers.
     """
 
@@ -132,13 +100,13 @@ class Pipeline:
         self,
         spec: PipelineSpec,
         retrievers: Sequence[Retriever],
-        rerankers: Sequence[Any] | None = None,
+        rerankers: Sequence[Reranker] = (),
         docs: DocumentSource | None = None,
     ):
         if len(retrievers) != len(spec.retrievers):
             raise InvalidInput(f"{len(spec.retrievers)} retriever stages but {len(retrievers)} retrievers")
-        if rerankers is None:
-            rerankers = [RERANKERS.get(s.reranker)(**s.params) for s in spec.rerankers]
+        if len(rerankers) != len(spec.rerankers):
+            raise InvalidInput(f"{len(spec.rerankers)} reranker stages but {len(rerankers)} rerankers")
         if rerankers and docs is None:
             raise InvalidInput("rerankers need a document source")
         self.spec, self.retrievers, self.rerankers, self.docs = spec, list(retrievers), list(rerankers), docs

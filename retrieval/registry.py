@@ -1,4 +1,6 @@
-"""Families found by name: retrievers, rerankers, benchmarks.
+"""Families found by name: the Registry type, and the retriever families.
+
+Rerankers register in :mod:`cascade.rerank.registry`, benchmarks in :mod:`cascade.eval.bench`.
 
 Entries are ``"module:attribute"`` strings, imported on first use, so listing the names
 costs nothing and a family whose optional dependency is missing fails only when asked for.
@@ -52,18 +54,5 @@ RETRIEVERS = Registry(
         "slim": "cascade.retrieval.sparse.slim:SlimRetriever",
         "lucene-bm25": "cascade.retrieval.sparse.lucene:LuceneBM25Retriever",
         "sharded": "cascade.retrieval.sharded:ShardedRetriever",
-    },
-)
-
-#: Reranker families: each class scores (query, document) candidates.
-RERANKERS = Registry(
-    "reranker",
-    {
-        "cross-encoder": "cascade.rerank.cross_encoder:CrossEncoderReranker",
-        "monot5": "cascade.rerank.t5:MonoT5Reranker",
-        "rankt5": "cascade.rerank.t5:RankT5Reranker",
-        "listwise": "cascade.rerank.listwise:ListwiseReranker",
-        "first": "cascade.rerank.listwise:FirstReranker",
-        "colbert": "cascade.rerank.colbert:ColBERTReranker",
     },
 )

@@ -2,13 +2,14 @@
 
 Layout::
 
-    ROOT/manifest.json           kind "sharded": the shards' kind, names and manifest digests
+    ROOT/manifest.json           kind "sharded": the shards' family, count and build params; its
+                                 files are the shards' manifests, with their checksums and sizes
     ROOT/shard-000/ ...          each a normal index directory (BM25, dense, ...)
 
 Documents go to shard ``crc32(id) % N``, so any process can route a document without a
-directory lookup. Search fans out to every shard and merges the per-shard top-k exactly as
-one index would: scores are comparable because a family with collection statistics (BM25's
-idf and average length) is scored with the statistics of the whole collection.
+directory lookup. Shards are the parts of :mod:`.partition`: search fans out to every shard,
+each scored with the whole index's statistics (BM25's idf and average length), and merges
+the per-shard top-k exactly as one index would rank.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ from __future__ import annotations
 import logging
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 from .base import Retriever
 from .errors import IndexMismatch, InvalidInput
+from .partition import merge_stats, part_stats, search_parts
 from .registry import RETRIEVERS
-from .storage import Manifest, manifest_digest, read_manifest, write_manifest
+from .storage import MANIFEST, FileMismatch, Manifest, checksum_files, read_manifest, write_manifest
 from .types import Document, Query, Ranking
 
 log = logging.getLogger(__name__)
@@ -44,58 +45,26 @@ def shard_docs(docs: Iterable[Document], shard: int, num_shards: int) -> Iterato
 
 
 def commit_shards(root: str | Path, kind: str, num_shards: int, params: dict) -> Manifest:
-    """Bind the built shards under ``root`` with a manifest (the last write of a build)."""
+    """Bind the built shards under ``root`` with a manifest (the last write of a build). It lists
+    each shard's manifest with its checksum, and each shard's manifest checksums the shard's
+    files, so a shard replaced or damaged after the commit is refused at load."""
     root = Path(root)
-    digests, num_docs = [], 0
+    num_docs = 0
     for i in range(num_shards):
-        path = root / shard_name(i)
-        m = read_manifest(path)
-        if m.kind != kind:
-            raise IndexMismatch(f"{path} holds a {m.kind!r} index, not {kind!r}")
-        digests.append(manifest_digest(path))
-        num_docs += m.num_docs
-    manifest = Manifest(
-        "sharded", FORMAT_VERSION,
-        {"retriever": kind, "num_shards": num_shards, "digests": digests, "params": params},
-        num_docs, {},
-    )  # fmt: skip
+        num_docs += read_manifest(root / shard_name(i), kind).num_docs or 0
+    files = checksum_files(root, [f"{shard_name(i)}/{MANIFEST}" for i in range(num_shards)])
+    params = {"retriever": kind, "num_shards": num_shards, "params": params}
+    manifest = Manifest(ShardedRetriever.kind, FORMAT_VERSION, params, num_docs, files)
     write_manifest(root, manifest)
     return manifest
 
 
-def shard_stats(shard: Retriever) -> Any | None:
-    """A shard's collection statistics, for a family that scores with them (BM25), else None."""
-    return shard.collection_stats() if hasattr(shard, "collection_stats") else None
-
-
-def merge_stats(parts: Sequence[Any | None]) -> Any | None:
-    """The whole collection's statistics from every shard's (:func:`shard_stats`); ``None`` for a
-    family without collection statistics (dense, ...)."""
-    if not parts or any(p is None for p in parts):
-        return None
-    return type(parts[0]).merge(parts)
-
-
-def merge_rankings(queries: Sequence[Query], per_shard: Sequence[Sequence[Ranking]], k: int) -> list[Ranking]:
-    """Merge each query's per-shard top-k into the top-k one index would give: every shard's
-    hits together, ordered by score (ties by doc id), cut to ``k``. Exact, because a document
-    lives in one shard and the scores are comparable across shards.
-
-    Args:
-        queries: the queries, in order.
-        per_shard: for each shard, one ranking per query (same order).
-        k: hits kept per query.
-    """
-    merged = []
-    for i, q in enumerate(queries):
-        ids = [d for rankings in per_shard for d in rankings[i].doc_ids]
-        scores = [x for rankings in per_shard for x in rankings[i].scores]
-        merged.append(Ranking.from_scores(q.id, ids, scores, k))
-    return merged
-
-
 class ShardedRetriever(Retriever):
-    """Searches N shards and merges their rankings. ``threads`` shards are searched at once."""
+    """Searches N shards and merges their rankings. ``threads`` shards are searched at once.
+
+    The whole index's statistics are computed once, here, and passed to every shard's search;
+    the shards themselves are never changed.
+    """
 
     kind = "sharded"
 
@@ -107,15 +76,12 @@ class ShardedRetriever(Retriever):
         self.shards = list(shards)
         self.threads = threads
         self.spec = spec
-        merged = merge_stats([shard_stats(s) for s in self.shards])
-        if merged is not None:
-            for s in self.shards:
-                s.use_collection_stats(merged)
+        self.stats = merge_stats([part_stats(s) for s in self.shards])
 
     @classmethod
     def build(cls, docs: Iterable[Document], retriever: str = "bm25", num_shards: int = 4, **params) -> Self:
         """Build in this process (keeps every shard's documents in memory once).
-        For a corpus that does not fit, or several machines, use ``indexing.ray_build``."""
+        For a corpus that does not fit, or several machines, use ``cascade.indexing.ray_build``."""
         family = RETRIEVERS.get(retriever)
         buckets: list[list[Document]] = [[] for _ in range(num_shards)]
         for d in docs:
@@ -127,9 +93,7 @@ class ShardedRetriever(Retriever):
         return sum(s.num_docs for s in self.shards)
 
     def search(self, queries: Sequence[Query], k: int = 10, **kwargs) -> list[Ranking]:
-        with ThreadPoolExecutor(self.threads) as pool:
-            per_shard = list(pool.map(lambda s: s.search(queries, k, **kwargs), self.shards))
-        return merge_rankings(queries, per_shard, k)
+        return search_parts(self.shards, queries, k, self.stats, self.threads, **kwargs)
 
     def save(self, path: str | Path) -> None:
         if self.spec is None:
@@ -155,17 +119,13 @@ def shard_paths(path: str | Path) -> tuple[str, list[Path]]:
             the one the index was built with.
     """
     path = Path(path)
-    m = read_manifest(path)
-    if m.kind != ShardedRetriever.kind:
-        raise IndexMismatch(f"{path} holds a {m.kind!r} index, not a sharded one")
-    if m.format_version != FORMAT_VERSION:
-        raise IndexMismatch(f"{path} has format version {m.format_version}; this Cascade reads {FORMAT_VERSION}")
-    paths = []
-    for i, digest in enumerate(m.params["digests"]):
-        shard_path = path / shard_name(i)
-        if not shard_path.is_dir():
-            raise IndexMismatch(f"{path}: {shard_name(i)} is missing")
-        if manifest_digest(shard_path) != digest:
-            raise IndexMismatch(f"{path}: {shard_name(i)} is not the shard this index was built with")
-        paths.append(shard_path)
-    return m.params["retriever"], paths
+    try:  # the shards' manifests are small: their checksums are always verified
+        m = read_manifest(path, ShardedRetriever.kind, (FORMAT_VERSION,), verify=True)
+    except FileMismatch as e:
+        shard = e.name.split("/")[0]
+        raise IndexMismatch(f"{path}: {shard} is not the shard this index was built with") from None
+    num_shards = m.params.get("num_shards", len(m.files))
+    for i in range(num_shards):
+        if f"{shard_name(i)}/{MANIFEST}" not in m.files:
+            raise IndexMismatch(f"{path}: the manifest does not bind {shard_name(i)}")
+    return m.params["retriever"], [path / shard_name(i) for i in range(num_shards)]

@@ -48,8 +48,9 @@ def rankings_from_rows(
     """Rankings from (queries, k) arrays of doc numbers and scores in rank order, ``counts``
     hits in each row (the compiled kernels' output); ``names`` from :func:`doc_names`.
 
-    Every conversion runs once over the batch, not per row: building rankings is a sixth of
-    an exact sparse query's time at SciFact scale, and this way costs 0.6x a per-row loop.
+    Every conversion runs once over the batch, not per row: for fast exact sparse queries,
+    building rankings is a sizeable share of the query time, and a per-row loop pays Python's
+    per-call overhead for every query.
     """
     if len(query_ids) != len(docs):
         raise ValueError(f"{len(query_ids)} query ids for {len(docs)} rows")
@@ -68,7 +69,7 @@ def rankings_from_rows(
 
 
 # Ranking is a frozen dataclass: its generated __init__ goes through object.__setattr__ for
-# each field, twice the cost of writing the slots directly. Only rows the kernels built
+# each field, which costs more than writing the slots directly. Only rows the kernels built
 # (ordered, same lengths) take this way in.
 _SET_FIELDS = tuple(getattr(Ranking, name).__set__ for name in ("query_id", "doc_ids", "scores"))
 
@@ -100,8 +101,8 @@ def top_k_sparse_rows(
     """One ranking per row of a (queries x documents) sparse score matrix.
 
     Only stored entries are hits (a document that matched no query term is not returned).
-    A dense block with a vectorized argpartition was tried: slower at SciFact scale, since
-    it partitions every document where a row holds only its matches.
+    Row by row rather than a dense block with a vectorized argpartition: a dense block
+    partitions every document, where a row holds only its matches.
     """
     ptr, idx, data = scores.indptr, scores.indices, scores.data
     return [

@@ -70,7 +70,7 @@ async def _ingest(request: Request, name: str, docs) -> IngestOut:
         raise PayloadTooLarge(
             f"{len(docs)} documents in one request; the limit is {settings.max_documents_per_request}"
         )
-    coll = request.app.state.engine.collection(name)
+    coll = request.app.state.engine.writable_collection(name)
     result = await run_in_threadpool(coll.upsert, docs)
     request.app.state.metrics.documents.labels(name).inc(result.added + result.updated)
     return IngestOut(collection=name, **vars(result))
@@ -81,7 +81,7 @@ async def ingest_documents(name: str, request: Request, who: Caller):
     """Add or replace documents: a JSON ``{"documents": [...]}`` body, or NDJSON (one
     document per line). Unchanged documents are skipped."""
     who.check(name)
-    request.app.state.engine.collection(name)  # 404 before reading a large body
+    request.app.state.engine.writable_collection(name)  # 404 / 409 before reading a large body
     body = await request.body()
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if ctype in _NDJSON_TYPES:
@@ -101,7 +101,7 @@ async def upload_files(name: str, request: Request, files: Annotated[list[Upload
     .csv/.tsv (columns id, text, title; the rest becomes metadata), .txt/.md/.html (one
     document per file, id = file name)."""
     who.check(name)
-    request.app.state.engine.collection(name)
+    request.app.state.engine.writable_collection(name)
     docs = []
     for f in files:
         docs.extend(documents_from_upload(f.filename or "", await f.read()))
@@ -112,7 +112,7 @@ async def upload_files(name: str, request: Request, files: Annotated[list[Upload
 async def delete_documents(name: str, body: DeleteIn, request: Request, who: Caller):
     """Delete documents by id and/or by a metadata filter."""
     who.check(name)
-    coll = request.app.state.engine.collection(name)
+    coll = request.app.state.engine.writable_collection(name)
     n = await run_in_threadpool(coll.delete, body.ids, body.filter)
     return DeleteOut(collection=name, deleted=n)
 
@@ -120,7 +120,7 @@ async def delete_documents(name: str, body: DeleteIn, request: Request, who: Cal
 @router.delete("/{name}/documents/{doc_id:path}", response_model=DeleteOut)
 async def delete_document(name: str, doc_id: str, request: Request, who: Caller):
     who.check(name)
-    coll = request.app.state.engine.collection(name)
+    coll = request.app.state.engine.writable_collection(name)
     n = await run_in_threadpool(coll.delete, [doc_id])
     return DeleteOut(collection=name, deleted=n)
 
@@ -135,6 +135,6 @@ async def get_document(name: str, doc_id: str, request: Request, who: Caller):
 async def compact(name: str, request: Request, who: Caller):
     """Merge every segment into one now (normally compaction runs by itself)."""
     who.check(name)
-    coll = request.app.state.engine.collection(name)
+    coll = request.app.state.engine.writable_collection(name)
     merged = await run_in_threadpool(coll.compact, True)
     return {"collection": name, "compacted": merged, "segments": len(coll.info()["segments"])}

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1", tags=["models"])
 
 @router.post("/rerank", response_model=RerankOut, response_model_exclude_none=True)
 async def rerank(body: RerankIn, request: Request, who: Caller):
-    """``model`` names a reranker of the RERANKERS registry; results are best first."""
+    """``model`` names a reranker of the reranker registry (:mod:`cascade.rerank.registry`); results are best first."""
     texts = [d if isinstance(d, str) else d.text for d in body.documents]
     ranked = await run_search(
         request, request.app.state.engine.rerank, body.model, body.query, texts, body.top_n

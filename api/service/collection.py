@@ -2,10 +2,11 @@
 
 Layout::
 
-    ROOT/manifest.json          the configuration (pipeline, chunking), written once at create
+    ROOT/manifest.json          kind "collection": the configuration (pipeline, chunking) in its
+                                params, written once at create (a :class:`~cascade.retrieval.storage.Manifest`)
     ROOT/catalog.sqlite         the committed state: segments, and per document its live
                                 segment, content hash, chunk count, title and metadata
-    ROOT/segments/00000001/     one segment per ingest batch (see :mod:`indexing.segment`)
+    ROOT/segments/00000001/     one segment per ingest batch (see :mod:`cascade.api.service.segment`)
 
 Durability. An ingest batch (1) chunks the changed documents, (2) writes a new segment
 directory atomically (temp dir, fsync, rename), then (3) commits one SQLite transaction
@@ -23,7 +24,7 @@ segments move to the new one, documents changed in the meantime keep their newer
 A merged segment's directory is removed once no search still reads it.
 
 One process owns a collection directory at a time.
-Its configuration and result types are in :mod:`indexing.collection_config`.
+Its configuration and result types are in :mod:`cascade.api.service.config`.
 """
 
 from __future__ import annotations
@@ -41,17 +42,18 @@ from typing import Any
 
 from cascade.indexing.chunking import chunk_documents
 from cascade.indexing.index_set import stage_key
+from cascade.retrieval.base import Reranker
 from cascade.retrieval.errors import IndexMismatch, InvalidInput, NotFound
 from cascade.retrieval.pipeline import Pipeline, PipelineSpec
-from cascade.retrieval.storage import atomic_dir
+from cascade.retrieval.storage import MANIFEST, Manifest, atomic_dir, read_manifest, write_manifest
 from cascade.retrieval.types import Document, Query, Ranking
 
 from .config import (
-    NAME_PATTERN,
     CollectionConfig,
     IngestResult,
     SearchHit,
     SearchOutput,
+    check_name,
     content_hash,
     trim_depth,
     validate_documents,
@@ -61,6 +63,7 @@ from .segment import Segment, SegmentView, Snapshot, SnapshotSearch, build_segme
 
 log = logging.getLogger(__name__)
 
+KIND = "collection"
 FORMAT_VERSION = 1
 
 _SCHEMA = """
@@ -72,11 +75,11 @@ CREATE TABLE IF NOT EXISTS docs (
 """
 
 
-class Collection:
+class SegmentedCollection:
     """Open with :meth:`open` or make one with :meth:`create`.
 
     Example:
-        >>> c = Collection.create("/tmp/c", CollectionConfig(name="c", pipeline=PipelineSpec.resolve("bm25")))  # doctest: +SKIP
+        >>> c = SegmentedCollection.create("/tmp/c", CollectionConfig(name="c", pipeline=resolve_pipeline("bm25")))  # doctest: +SKIP
         >>> c.upsert([Document("d1", "stem cells")])  # doctest: +SKIP
         >>> c.search([Query("q", "stem")], k=5).hits  # doctest: +SKIP
     """
@@ -85,6 +88,7 @@ class Collection:
 
     def __init__(self, root: Path, config: CollectionConfig):
         self.root, self.config = root, config
+        self.name = config.name
         self._stages = config.stages
         self._keys = [stage_key(s) for s in self._stages]
         self._db = sqlite3.connect(root / "catalog.sqlite", isolation_level=None, check_same_thread=False)
@@ -100,26 +104,19 @@ class Collection:
     # -- create / open -------------------------------------------------------------------
 
     @classmethod
-    def create(cls, root: str | Path, config: CollectionConfig) -> Collection:
+    def create(cls, root: str | Path, config: CollectionConfig) -> SegmentedCollection:
         """Make an empty collection directory (atomically) and open it.
 
         Raises:
             InvalidInput: bad name; Conflict-like InvalidInput if the directory exists.
         """
         root = Path(root)
-        if not NAME_PATTERN.match(config.name):
-            raise InvalidInput(
-                f"invalid collection name {config.name!r}: letters, digits, '_', '.', '-', up to 64"
-            )
+        check_name(config.name)
         if root.exists():
             raise InvalidInput(f"collection directory {root} already exists")
         with atomic_dir(root) as tmp:
-            manifest = {
-                "kind": "collection",
-                "format_version": FORMAT_VERSION,
-                "config": config.model_dump(mode="json"),
-            }
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+            # no files listed: the catalog, the collection's commit point, changes with every write
+            write_manifest(tmp, Manifest(KIND, FORMAT_VERSION, {"config": config.model_dump(mode="json")}))
             (tmp / "segments").mkdir()
             db = sqlite3.connect(tmp / "catalog.sqlite")
             db.executescript(_SCHEMA)
@@ -127,15 +124,17 @@ class Collection:
         return cls(root, config)
 
     @classmethod
-    def open(cls, root: str | Path) -> Collection:
+    def open(cls, root: str | Path) -> SegmentedCollection:
+        """Open a collection directory (one written by older Cascade versions included).
+
+        Raises:
+            NotFound: no manifest; IndexMismatch: another kind or format version.
+        """
         root = Path(root)
-        path = root / "manifest.json"
-        if not path.is_file():
-            raise NotFound(f"{root} is not a collection (no manifest.json)")
-        manifest = json.loads(path.read_text())
-        if manifest.get("kind") != "collection" or manifest.get("format_version") != FORMAT_VERSION:
-            raise IndexMismatch(f"{root}: not a collection of format version {FORMAT_VERSION}")
-        return cls(root, CollectionConfig.model_validate(manifest["config"]))
+        if not (root / MANIFEST).is_file():
+            raise NotFound(f"{root} is not a collection (no {MANIFEST})")
+        manifest = read_manifest(root, KIND, (FORMAT_VERSION,))
+        return cls(root, CollectionConfig.model_validate(manifest.params["config"]))
 
     def _seg_path(self, sid: int) -> Path:
         return self.root / "segments" / f"{sid:08d}"
@@ -216,7 +215,7 @@ class Collection:
             added = sum(d.id not in self._doc_hash for d in changed)
             if not changed:
                 return IngestResult(0, 0, len(docs), 0, None)
-            chunks = list(chunk_documents(changed, self.config.chunking.config()))
+            chunks = list(chunk_documents(changed, self.config.chunking))
             sid = self._next_id
             self._next_id += 1
             path = self._seg_path(sid)
@@ -401,6 +400,11 @@ class Collection:
 
     # -- reads ---------------------------------------------------------------------------
 
+    @property
+    def pipeline(self) -> PipelineSpec:
+        """The configured pipeline, used when a search names none."""
+        return self.config.pipeline
+
     def check_stages(self, spec: PipelineSpec) -> None:
         """Refuse a pipeline that needs an index this collection does not hold."""
         for s in spec.retrievers:
@@ -418,7 +422,7 @@ class Collection:
         k: int = 10,
         where: Mapping[str, Any] | None = None,
         with_documents: bool = True,
-        rerankers: Sequence[Any] | None = None,
+        rerankers: Sequence[Reranker] = (),
     ) -> SearchOutput:
         """Run a pipeline over the current snapshot.
 
@@ -426,7 +430,7 @@ class Collection:
             queries: the queries (non-empty texts).
             pipeline: a spec whose retriever stages this collection indexes (default: its own).
             k: hits per query.
-            where: a metadata filter (:mod:`indexing.filters`).
+            where: a metadata filter (:mod:`cascade.api.service.filters`).
             with_documents: fetch each hit's chunk (text, title, metadata).
             rerankers: loaded rerankers for the spec's reranker stages (built if None).
 

@@ -1,6 +1,6 @@
 """What a collection is made of and answers with: its configuration (pipeline, chunking,
 compaction), the documents it accepts, and the results of ingest and search. The
-:class:`~indexing.collection.Collection` itself lives in :mod:`indexing.collection`.
+:class:`~cascade.api.service.collection.Collection` itself lives in :mod:`cascade.api.service.collection`.
 """
 
 from __future__ import annotations
@@ -10,33 +10,52 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from cascade.indexing.chunking import ChunkConfig
 from cascade.indexing.index_set import stage_key
+from cascade.retrieval.chunking import ChunkConfig
 from cascade.retrieval.errors import InvalidInput
 from cascade.retrieval.pipeline import PipelineSpec, RetrieverStage
 from cascade.retrieval.types import Document, check_unique
 
 #: Metadata keys each chunk carries (its parent document and character offsets).
 RESERVED_METADATA = ("parent_id", "start", "end")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+#: The collection-name rule, for pydantic's ``pattern=`` (the request schemas) and :func:`check_name`.
+#: A name is a directory under the data root, so no separators, no leading dot, no ``..``.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_NAME = re.compile(NAME_PATTERN)
 
 
-class ChunkingSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    max_tokens: int = Field(256, ge=8, le=8192, description="whitespace tokens per chunk")
-    overlap: int = Field(32, ge=0, le=1024)
+def check_name(name: object) -> str:
+    """``name`` if it is a valid collection name.
 
-    @model_validator(mode="after")
-    def _overlap_below_max(self) -> ChunkingSpec:
-        if self.overlap >= self.max_tokens:
-            raise ValueError(f"overlap ({self.overlap}) must be below max_tokens ({self.max_tokens})")
-        return self
+    Raises:
+        InvalidInput: anything else, with the one message every path (engine, collection,
+            config) gives.
+    """
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidInput(f"invalid collection name {name!r}: letters, digits, '_', '.', '-', up to 64")
+    return name
 
-    def config(self) -> ChunkConfig:
-        return ChunkConfig(self.max_tokens, self.overlap)
+
+#: Collections chunk at least this many words: shorter passages carry too little text to rank.
+MIN_COLLECTION_CHUNK_TOKENS = 8
+
+
+def check_collection_chunking(chunking: ChunkConfig) -> ChunkConfig:
+    """The collection limit on top of :class:`ChunkConfig`'s own (a pydantic after-validator)."""
+    if chunking.max_tokens < MIN_COLLECTION_CHUNK_TOKENS:
+        raise ValueError(
+            f"max_tokens must be at least {MIN_COLLECTION_CHUNK_TOKENS} for a collection, got {chunking.max_tokens}"
+        )
+    return chunking
+
+
+#: A collection's chunking: :class:`ChunkConfig` in whitespace words, with the collection limit.
+CollectionChunking = Annotated[ChunkConfig, AfterValidator(check_collection_chunking)]
 
 
 class CompactionSpec(BaseModel):
@@ -53,9 +72,9 @@ class CollectionConfig(BaseModel):
     every segment holds; the pipeline itself is the default for searches."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    name: str
+    name: Annotated[str, AfterValidator(check_name)]
     pipeline: PipelineSpec
-    chunking: ChunkingSpec = ChunkingSpec()
+    chunking: CollectionChunking = ChunkConfig()
     compaction: CompactionSpec = CompactionSpec()
 
     @property

@@ -20,37 +20,20 @@ from typing import Any
 
 import numpy as np
 
+from cascade.eval.presets import resolve_pipeline
+from cascade.rerank.registry import RERANKERS, RerankerFactory, build_rerankers, load_reranker
+from cascade.retrieval.base import Reranker
 from cascade.retrieval.errors import Conflict, InvalidInput, MissingDependency, NotFound, require
 from cascade.retrieval.models import DEFAULT_DENSE_MODEL, resolve_model_path
 from cascade.retrieval.pipeline import PipelineSpec
-from cascade.retrieval.presets import PRESETS
-from cascade.retrieval.registry import RERANKERS
 from cascade.retrieval.types import Document, Query
 
-from .collection import Collection
-from .config import NAME_PATTERN, CollectionConfig, SearchOutput
+from .collection import SegmentedCollection
+from .config import CollectionConfig, SearchOutput, check_name
 from .context import PackedContext, pack_context, whitespace_tokens
+from .protocol import Collection, WritableCollection
 
 log = logging.getLogger(__name__)
-
-
-def resolve_pipeline(value: str | Mapping[str, Any] | None, default: PipelineSpec | None = None) -> PipelineSpec:
-    """A preset name or an inline spec object (never a server-side file path).
-
-    Raises:
-        NotFound: unknown preset; InvalidInput: invalid spec.
-    """
-    if value is None:
-        if default is None:
-            raise InvalidInput("give a pipeline (a preset name or a spec object)")
-        return default
-    if isinstance(value, str):
-        if value not in PRESETS:
-            raise NotFound(f"unknown pipeline preset {value!r}; valid: {', '.join(sorted(PRESETS))}")
-        return PipelineSpec.parse(PRESETS[value], name=value)
-    if isinstance(value, Mapping):
-        return PipelineSpec.parse(dict(value))
-    raise InvalidInput(f"pipeline must be a preset name or a spec object, got {type(value).__name__}")
 
 
 class Engine:
@@ -71,14 +54,14 @@ class Engine:
         embedding_models: Sequence[str] = (DEFAULT_DENSE_MODEL,),
         tokenizer_models: Sequence[str] = (DEFAULT_DENSE_MODEL,),
         background_compaction: bool = True,
-        reranker_factory: Callable[[str, dict], Any] | None = None,
+        reranker_factory: RerankerFactory | None = None,
     ):
         self.root = Path(data_dir) / "collections"
         self.root.mkdir(parents=True, exist_ok=True)
         self.reranker_params = {k: dict(v) for k, v in (reranker_params or {}).items()}
         self.embedding_models, self.tokenizer_models = list(embedding_models), list(tokenizer_models)
         self.background_compaction = background_compaction
-        self._make_reranker = reranker_factory or (lambda name, params: RERANKERS.get(name)(**params))
+        self._make_reranker = reranker_factory or load_reranker
         self._lock = threading.Lock()
         self._models: dict[str, Any] = {}
         self._model_lock = threading.Lock()
@@ -87,7 +70,7 @@ class Engine:
             shutil.rmtree(trash, ignore_errors=True)
         for path in sorted(self.root.iterdir()):
             if (path / "manifest.json").is_file():
-                self._collections[path.name] = Collection.open(path)
+                self._collections[path.name] = SegmentedCollection.open(path)
 
     # -- collections ---------------------------------------------------------------------
 
@@ -97,29 +80,27 @@ class Engine:
         pipeline: str | Mapping[str, Any] | None = "bm25",
         chunking: Mapping[str, Any] | None = None,
         compaction: Mapping[str, Any] | None = None,
-    ) -> Collection:
+    ) -> SegmentedCollection:
         """Raises: InvalidInput (bad name or config), NotFound (unknown preset), Conflict (exists)."""
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            raise InvalidInput(f"invalid collection name {name!r}: letters, digits, '_', '.', '-', up to 64")
-        spec = resolve_pipeline(pipeline if pipeline is not None else "bm25")
+        check_name(name)
+        spec = resolve_pipeline(pipeline if pipeline is not None else "bm25", allow_files=False)
         compaction = {"background": self.background_compaction, **(compaction or {})}
         config = _validated_config(name, spec, chunking, compaction)
         with self._lock:
             if name in self._collections:
                 raise Conflict(f"collection {name!r} already exists")
-            coll = Collection.create(self.root / name, config)
+            coll = SegmentedCollection.create(self.root / name, config)
             self._collections[name] = coll
         return coll
 
-    def attach(self, name: str, collection: Any) -> None:
+    def attach(self, name: str, collection: Collection) -> None:
         """Serve a read-only collection held elsewhere (an index directory built by
-        ``cascade index``, see :class:`indexing.index_collection.IndexCollection`) beside the
+        ``cascade index``, see :class:`.index_collection.IndexCollection`) beside the
         data directory's own.
 
         Raises: InvalidInput (bad name), Conflict (the name is taken).
         """
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
-            raise InvalidInput(f"invalid collection name {name!r}: letters, digits, '_', '.', '-', up to 64")
+        check_name(name)
         with self._lock:
             if name in self._collections:
                 raise Conflict(f"collection {name!r} already exists")
@@ -130,6 +111,19 @@ class Engine:
             coll = self._collections.get(name)
         if coll is None:
             raise NotFound(f"no collection {name!r}")
+        return coll
+
+    def writable_collection(self, name: str) -> WritableCollection:
+        """The collection ``name`` for a write.
+
+        Raises: NotFound (no such collection), Conflict (a read-only index served from elsewhere).
+        """
+        coll = self.collection(name)
+        if coll.read_only or not isinstance(coll, WritableCollection):
+            raise Conflict(
+                f"collection {name!r} is a read-only index served from {coll.root}: rebuild it with "
+                "`cascade index`, or write to a collection of the data directory"
+            )
         return coll
 
     def collection_names(self) -> list[str]:
@@ -161,7 +155,7 @@ class Engine:
         with_documents: bool = True,
     ) -> tuple[PipelineSpec, SearchOutput]:
         coll = self.collection(collection)
-        spec = resolve_pipeline(pipeline, coll.config.pipeline)
+        spec = resolve_pipeline(pipeline, coll.pipeline, allow_files=False)
         coll.check_stages(spec)
         queries = [Query(str(i), t) for i, t in enumerate(texts)]
         return spec, coll.search(queries, spec, k, where, with_documents, rerankers=self.rerankers(spec))
@@ -203,12 +197,14 @@ class Engine:
         key = f"reranker:{name}:{json.dumps(params, sort_keys=True)}"
         return self._model(key, lambda: self._make_reranker(name, params))
 
-    def rerankers(self, spec: PipelineSpec) -> list[Any]:
-        out = []
-        for s in spec.rerankers:
-            key = f"reranker:{s.reranker}:{json.dumps(s.params, sort_keys=True)}"
-            out.append(self._model(key, lambda s=s: self._make_reranker(s.reranker, s.params)))
-        return out
+    def rerankers(self, spec: PipelineSpec) -> list[Reranker]:
+        """The spec's rerankers, each loaded once per (family, params) and shared."""
+
+        def shared(name: str, params: dict[str, Any]) -> Reranker:
+            key = f"reranker:{name}:{json.dumps(params, sort_keys=True)}"
+            return self._model(key, lambda: self._make_reranker(name, params))
+
+        return build_rerankers(spec, shared)
 
     def rerank(self, model: str, query: str, texts: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]:
         """Cohere-style: (index into ``texts``, score), best first, ties by index."""
@@ -218,7 +214,7 @@ class Engine:
         return [(int(d), float(s)) for d, s in zip(ranking.doc_ids, ranking.scores, strict=True)]
 
     def embed(self, model: str, texts: Sequence[str]) -> np.ndarray:
-        """Vectors from the dense encoder (``indexing.encode``), when it is installed.
+        """Vectors from the dense encoder (``cascade.retrieval.encoders.dense``), when it is installed.
 
         Raises: InvalidInput (model not allowed), MissingDependency (no dense encoder here).
         """
@@ -228,7 +224,7 @@ class Engine:
             encode = importlib.import_module("cascade.retrieval.encoders.dense")
         except ImportError as e:
             raise MissingDependency(
-                f"embeddings need the dense encoder (indexing.encode), which this installation lacks: {e}"
+                f"embeddings need the dense encoder (cascade.retrieval.encoders.dense), which this installation lacks: {e}"
             ) from None
         encoder = self._model(f"encoder:{model}", lambda: encode.DenseEncoder(model=model, show_progress=False))
         return np.asarray(encoder.encode(list(texts)), dtype=np.float32)

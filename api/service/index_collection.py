@@ -1,14 +1,14 @@
 """Read-only collections: an index directory built by ``cascade index`` (plain or sharded
 indexes plus a docstore) served by the service beside the data directory's collections.
 
-It answers what a :class:`indexing.collection.Collection` answers for reads (search with any
+It answers what a :class:`~.collection.SegmentedCollection` answers for reads (search with any
 pipeline whose retriever stages the directory holds, RAG context, documents, info) and
 refuses writes with a 409. Where its indexes are searched is the caller's choice
 (``open_index``): loaded in this process, or shard replicas on a Ray cluster
 (:mod:`api.ray_serve`).
 
 Example:
-    >>> coll = IndexCollection("scifact", "idx/", PipelineSpec.resolve("bm25"))  # doctest: +SKIP
+    >>> coll = IndexCollection("scifact", "idx/", resolve_pipeline("bm25"))  # doctest: +SKIP
     >>> engine.attach("scifact", coll)                                           # doctest: +SKIP
 """
 
@@ -17,12 +17,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cascade.indexing.index_set import IndexSet
-from cascade.retrieval.errors import Conflict, IndexMismatch, InvalidInput, NotFound
+from cascade.retrieval.base import Reranker
+from cascade.retrieval.errors import IndexMismatch, InvalidInput, NotFound
 from cascade.retrieval.pipeline import Pipeline, PipelineSpec
 from cascade.retrieval.registry import RETRIEVERS
 from cascade.retrieval.sharded import ShardedRetriever, shard_paths
@@ -76,7 +76,7 @@ class IndexCollection:
         self._indexes: dict[Path, Any] = {}
         self._lock = threading.Lock()
         self.check_stages(pipeline)
-        self.config = _Config(name, pipeline)
+        self.pipeline = pipeline
         self._num_docs = len(self.docs)
 
     def check_stages(self, spec: PipelineSpec) -> None:
@@ -102,9 +102,9 @@ class IndexCollection:
         k: int = 10,
         where: Mapping[str, Any] | None = None,
         with_documents: bool = True,
-        rerankers: Sequence[Any] | None = None,
+        rerankers: Sequence[Reranker] = (),
     ) -> SearchOutput:
-        """Run a pipeline over the directory's indexes; as :meth:`Collection.search`.
+        """Run a pipeline over the directory's indexes; as :meth:`.collection.SegmentedCollection.search`.
 
         Raises:
             IndexMismatch: the pipeline needs an index the directory lacks; InvalidInput: a filter
@@ -113,7 +113,7 @@ class IndexCollection:
         t0, cpu0 = time.perf_counter(), time.thread_time()
         if where:
             raise InvalidInput(f"collection {self.name!r} is a read-only index: metadata filters are not supported")
-        spec = trim_depth(pipeline or self.config.pipeline, k)
+        spec = trim_depth(pipeline or self.pipeline, k)
         self.check_stages(spec)
         retrievers = [self._index(self.index_set.existing(s)) for s in spec.retrievers]
         out = Pipeline(spec, retrievers, rerankers, docs=self.docs).search(queries, k)
@@ -141,7 +141,7 @@ class IndexCollection:
     def info(self) -> dict[str, Any]:
         config = {
             "name": self.name,
-            "pipeline": self.config.pipeline.model_dump(mode="json"),
+            "pipeline": self.pipeline.model_dump(mode="json"),
             "read_only": True,
             "index": str(self.root),
             "indexes": [p.name for p in index_dirs(self.root)],
@@ -149,23 +149,7 @@ class IndexCollection:
         return {"name": self.name, "num_documents": self._num_docs, "num_chunks": self._num_docs,
                 "segments": [], "generation": 0, "config": config}  # fmt: skip
 
-    def _refuse(self, *_: Any, **__: Any) -> Any:
-        raise Conflict(
-            f"collection {self.name!r} is a read-only index served from {self.root}: rebuild it with "
-            "`cascade index`, or write to a collection of the data directory"
-        )
-
-    upsert = delete = compact = _refuse
-
     def close(self) -> None:
         with self._lock:
             self._indexes.clear()
         self.docs.close()
-
-
-@dataclass(frozen=True)
-class _Config:
-    """What the engine reads of a collection's configuration: its name and default pipeline."""
-
-    name: str
-    pipeline: PipelineSpec

@@ -6,23 +6,22 @@ directory with one sub-index per retriever stage, built by the retriever classes
 it is written; deleting or replacing a document only marks its chunks dead (a tombstone)
 in the next snapshot.
 
-Scores across segments: a retriever whose scores depend on corpus statistics (BM25's idf
-and mean length) would score the same text differently in a small and a large segment.
-For those kinds an *aligner* (:data:`ALIGNERS`) rescores every segment with the
-statistics of the whole collection's live documents, so a search over many segments
-returns exactly the scores one index over the same documents would (dense, SPLADE and
-ColBERT scores do not depend on the corpus and need none). A kind with corpus statistics
-and no aligner (``lucene-bm25``) is merged on its per-segment scores, an approximation
-that compaction removes by merging segments.
+Segments are the parts of :mod:`cascade.retrieval.partition`. Scores across segments: a
+retriever whose scores depend on corpus statistics (BM25's idf and mean length) would score
+the same text differently in a small and a large segment, so each snapshot computes the
+statistics of the whole collection's live documents once and every segment is searched
+with them, giving exactly the scores one index over the same documents would (dense,
+SPLADE and ColBERT scores do not depend on the corpus and need none). A kind with corpus
+statistics it does not report (``lucene-bm25``) is merged on its per-segment scores, an
+approximation that compaction removes by merging segments.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 from cascade.indexing.docstore import DocStore
 from cascade.indexing.index_set import IndexSet, stage_key
 from cascade.retrieval.base import Retriever
+from cascade.retrieval.partition import has_stats, merge_rankings, merge_stats, part_stats, search_part
 from cascade.retrieval.pipeline import PipelineSpec, RetrieverStage
 from cascade.retrieval.storage import atomic_dir
 from cascade.retrieval.types import Document, Query, Ranking
@@ -67,13 +67,23 @@ class Segment:
             self.parents.append(str(doc.metadata.get("parent_id", doc.id)))
             self.metadata.append(dict(doc.metadata))
         self.position = {c: i for i, c in enumerate(self.chunk_ids)}
-        self.cache: dict[str, Any] = {}  # per-kind data an aligner derives once (immutable segment)
+        self.cache: dict[str, np.ndarray] = {}  # per stage key: chunk position of each indexed doc
         self._lock = threading.Lock()
         self._refs = 0
         self._retired = False
 
     def __len__(self) -> int:
         return len(self.chunk_ids)
+
+    def live_in_index_order(self, key: str, live: np.ndarray) -> np.ndarray:
+        """A live mask (in chunk order) in the order stage ``key``'s index holds documents."""
+        retr = self.retrievers[key]
+        pos = self.cache.get(key)
+        if pos is None:
+            ids = retr.doc_ids.tolist()
+            pos = np.fromiter((self.position[d] for d in ids), dtype=np.int64, count=len(ids))
+            self.cache[key] = pos
+        return live[pos]
 
     def live_mask(self, doc_segment: dict[str, int]) -> np.ndarray:
         """Chunks whose document's current version lives in this segment."""
@@ -120,71 +130,37 @@ class SegmentView:
 @dataclass(frozen=True)
 class Snapshot:
     """What one search reads: the segments and their live masks at one commit, and per
-    stage key one searchable retriever per segment (statistics-aligned where needed)."""
+    stage key the collection statistics every segment is searched with (``None``: each
+    segment's own, for a family without statistics or one segment with nothing deleted)."""
 
     generation: int
     views: tuple[SegmentView, ...]
-    searchers: dict[str, tuple[Retriever, ...]] = field(default_factory=dict)
+    stats: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_live(self) -> int:
         return int(sum(v.live.sum() for v in self.views))
 
 
-# --- statistics alignment, per retriever kind ---------------------------------------------
-
-
-def _align_bm25(items: Sequence[tuple[Any, SegmentView]], key: str) -> list[Any]:
-    """BM25 over several segments with the df, document count and total length of all live
-    documents together (through the retriever's own ``use_collection_stats``, on a copy: a
-    segment's retriever is shared by every snapshot), i.e. the scores one BM25 index over
-    those documents gives."""
-    from cascade.retrieval.sparse.bm25 import CollectionStats
-
-    df: dict[str, int] = {}
-    n_docs = total = 0
-    for retr, view in items:
-        seg = view.segment
-        cached = seg.cache.get(key)
-        if cached is None:
-            pos = np.fromiter(
-                (seg.position[d] for d in retr.doc_ids.tolist()), dtype=np.int64, count=retr.num_docs
-            )
-            term_of_posting = np.repeat(np.arange(len(retr.vocab)), np.diff(retr.indptr))
-            cached = seg.cache[key] = (pos, term_of_posting)
-        pos, term_of_posting = cached
-        live_doc = view.live[pos]  # in the retriever's own document order
-        live_df = np.bincount(term_of_posting[live_doc[np.asarray(retr.postings)]], minlength=len(retr.vocab))
-        for term, n in zip(retr.vocab, live_df.tolist(), strict=True):
-            df[term] = df.get(term, 0) + n  # terms only dead documents hold stay, with df 0
-        n_docs += int(live_doc.sum())
-        total += int(np.asarray(retr.doc_lens, dtype=np.int64)[live_doc].sum())
-    if n_docs == 0:
-        return [retr for retr, _ in items]
-    stats = CollectionStats(n_docs, total, df)
-    out = []
-    for retr, _ in items:
-        other = copy.copy(retr)
-        other.use_collection_stats(stats)
-        out.append(other)
-    return out
-
-
-#: Retriever kind -> function rescoring a collection's segments with global statistics.
-ALIGNERS: dict[str, Callable[[Sequence[tuple[Any, SegmentView]], str], list[Any]]] = {"bm25": _align_bm25}
+def live_stats(views: Sequence[SegmentView], key: str) -> Any | None:
+    """The statistics of every segment's live documents together for stage ``key``, or
+    ``None``: a family without statistics, or no live document at all."""
+    parts = []
+    for view in views:
+        retr = view.segment.retrievers[key]
+        if not has_stats(retr):
+            return None
+        live = None if view.num_dead == 0 else view.segment.live_in_index_order(key, view.live)
+        parts.append(part_stats(retr, live))
+    stats = merge_stats(parts)
+    return stats if stats is not None and stats.num_docs > 0 else None
 
 
 def make_snapshot(generation: int, views: Sequence[SegmentView], keys: Sequence[str]) -> Snapshot:
-    searchers: dict[str, tuple[Retriever, ...]] = {}
-    for key in keys:
-        retrs = [v.segment.retrievers[key] for v in views]
-        kind = getattr(type(retrs[0]), "kind", None) if retrs else None
-        aligner = ALIGNERS.get(kind)
-        exact_already = len(views) == 1 and views[0].num_dead == 0
-        if aligner is not None and not exact_already:
-            retrs = aligner(list(zip(retrs, views, strict=True)), key)
-        searchers[key] = tuple(retrs)
-    return Snapshot(generation, tuple(views), searchers)
+    """A snapshot over ``views``; one segment with nothing deleted is scored as it is."""
+    exact_already = len(views) == 1 and views[0].num_dead == 0
+    stats = {key: None if exact_already else live_stats(views, key) for key in keys}
+    return Snapshot(generation, tuple(views), stats)
 
 
 # --- searching a snapshot -----------------------------------------------------------------
@@ -194,9 +170,10 @@ class SnapshotSearch:
     """One request's view of a snapshot: stage retrievers that skip dead and filtered-out
     chunks and merge segments by score, and the document source for rerankers and fields.
 
-    Any retriever family works: segments are searched through the plain ``search`` method,
-    asking for more hits (doubling) until ``k`` survivors are found or the segment is
-    exhausted, so tombstones and filters never make a result shorter than it should be.
+    Any retriever family works: segments are searched through the plain ``search`` method
+    (:func:`~cascade.retrieval.partition.search_part`), asking for more hits until ``k``
+    survivors are found or the segment is exhausted, so tombstones and filters never make a
+    result shorter than it should be.
     """
 
     def __init__(self, snapshot: Snapshot, predicate: Predicate | None = None):
@@ -212,23 +189,13 @@ class SnapshotSearch:
         return bool(view.live[i]) and (self.predicate is None or self.predicate(view.segment.metadata[i]))
 
     def search_segment(
-        self, view: SegmentView, retr: Retriever, queries: Sequence[Query], k: int, kwargs: dict
-    ) -> list[list[tuple[str, float]]]:
-        n = len(view.segment)
-        fetch = min(n, k + view.num_dead if self.predicate is None else max(4 * k, k + view.num_dead))
-        results: list[list[tuple[str, float]]] = [[] for _ in queries]
-        pending = list(range(len(queries)))
-        while pending and fetch > 0:
-            rankings = retr.search([queries[i] for i in pending], k=fetch, **kwargs)
-            still = []
-            for i, r in zip(pending, rankings, strict=True):
-                kept = [(d, s) for d, s in zip(r.doc_ids, r.scores, strict=True) if self._keep(view, d)]
-                if len(kept) >= k or len(r) < fetch or fetch >= n:
-                    results[i] = kept[:k]
-                else:
-                    still.append(i)
-            pending, fetch = still, min(n, fetch * 4)
-        return results
+        self, view: SegmentView, key: str, queries: Sequence[Query], k: int, kwargs: dict
+    ) -> list[Ranking]:
+        """Each query's top ``k`` live (and, with a filter, matching) chunks of one segment."""
+        fetch = k + view.num_dead if self.predicate is None else max(4 * k, k + view.num_dead)
+        retr = view.segment.retrievers[key]
+        stats = self.snapshot.stats.get(key)
+        return search_part(retr, queries, k, stats, lambda d: self._keep(view, d), fetch, **kwargs)
 
     def get_many(self, ids: Sequence[str]) -> list[Document]:
         """Chunks by id, in the order given (ids this search did not return are skipped)."""
@@ -251,15 +218,11 @@ class _StageRetriever:
         self.ctx, self.key = ctx, key
 
     def search(self, queries: Sequence[Query], k: int = 10, **kwargs) -> list[Ranking]:
-        snap = self.ctx.snapshot
-        ids: list[list[str]] = [[] for _ in queries]
-        scores: list[list[float]] = [[] for _ in queries]
-        for view, retr in zip(snap.views, snap.searchers[self.key], strict=True):
-            per_query = self.ctx.search_segment(view, retr, queries, k, kwargs)
+        per_segment = []
+        for view in self.ctx.snapshot.views:
+            rankings = self.ctx.search_segment(view, self.key, queries, k, kwargs)
             with self.ctx._origin_lock:
-                for i, hits in enumerate(per_query):
-                    for d, s in hits:
-                        ids[i].append(d)
-                        scores[i].append(s)
-                        self.ctx.origin[d] = view.segment
-        return [Ranking.from_scores(q.id, ids[i], scores[i], k) for i, q in enumerate(queries)]
+                for r in rankings:
+                    self.ctx.origin.update(dict.fromkeys(r.doc_ids, view.segment))
+            per_segment.append(rankings)
+        return merge_rankings(queries, per_segment, k)

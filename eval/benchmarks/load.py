@@ -12,7 +12,7 @@ Both phases are bounded in requests and in seconds, and the script stops by itse
 
 Example::
 
-    python -m eval.loadtest --dataset ../shared/datasets/scifact --preset bm25 --json
+    python -m cascade.eval.benchmarks.load --dataset ../shared/datasets/scifact --preset bm25 --json
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ from urllib.parse import urlparse
 import numpy as np
 
 from cascade.retrieval.errors import InvalidInput, require
+from cascade.retrieval.jsonl import read_jsonl
 from cascade.retrieval.progress import progress
 
 log = logging.getLogger("cascade.loadtest")
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _free_port() -> int:
@@ -65,9 +65,9 @@ def _check_loopback(url: str) -> None:
 
 
 def start_server(data_dir: Path, port: int, extra: list[str] | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "cascade.api.cli", "serve", "--port", str(port), "--data-dir", str(data_dir), *(extra or [])]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # the installed package runs the server: no path tricks, the same code a user runs
+    cmd = [sys.executable, "-m", "cascade", "serve", "--port", str(port), "--data-dir", str(data_dir), *(extra or [])]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def wait_ready(httpx, url: str, proc: subprocess.Popen | None, timeout: float = 120) -> None:
@@ -173,6 +173,12 @@ def _percentiles(x: np.ndarray) -> dict[str, float | None]:
     return out | {"max": round(float(x.max()), 3)}
 
 
+def _query_text(obj) -> str:
+    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+        raise InvalidInput("expected an object with a 'text' string")
+    return obj["text"]
+
+
 def run_loadtest(
     dataset: Path,
     preset: str = "bm25",
@@ -200,7 +206,7 @@ def run_loadtest(
         from cascade.retrieval.errors import NotFound
 
         raise NotFound(f"{dataset} has no corpus.jsonl / queries.jsonl")
-    queries = [json.loads(line)["text"] for line in queries_file.read_text().splitlines() if line.strip()]
+    queries = list(read_jsonl(queries_file, convert=_query_text))
     proc = None
     if url is None:
         data_dir = Path(data_dir or Path.home() / ".cache" / "cascade" / "loadtest")
@@ -256,7 +262,7 @@ def run_loadtest(
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m eval.loadtest", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m cascade.eval.benchmarks.load", description=__doc__.split("\n\n")[0])
     p.add_argument("--dataset", required=True, type=Path)
     p.add_argument("--preset", default="bm25", help="bm25, hybrid (needs the dense retriever), ...")
     p.add_argument("--concurrency", type=int, default=32)

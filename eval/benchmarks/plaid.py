@@ -170,8 +170,8 @@ def run(
         vectors_dir: where the unprojected corpus vectors are cached.
         pylate: also run PyLate's PLAID if it is installed.
         sizes: also time PLAID vs brute force per corpus size N (see :func:`replicate`).
-        store_vectors: build with fp16 originals (exact last stage; needed for HIGH_RECALL's
-            recall >= 0.99); the size figures count the compressed arrays only.
+        store_vectors: build with fp16 originals (exact last stage, so HIGH_RECALL's recall is
+            not capped by the compression); the size figures count the compressed arrays only.
     """
     import torch
 

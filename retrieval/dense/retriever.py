@@ -41,7 +41,7 @@ def index_factory_string(index: str, num_vectors: int, dim: int) -> str:
     IVF uses about 4 sqrt(N) lists, capped so that every list gets >= 39 training points
     (faiss's own floor); PQ uses dim/4 sub-quantizers of 8 bits (16x smaller than fp32),
     without polysemous training (``np``): it only serves Hamming pre-filtering, which we do
-    not use, and took minutes on SciFact where plain PQ training takes seconds.
+    not use, and it costs far more than the PQ training itself.
     """
     nlist = max(1, min(int(4 * math.sqrt(num_vectors)), num_vectors // 39))
     pq = dim // 4 if dim % 4 == 0 else dim
@@ -59,7 +59,7 @@ class DenseRetriever(Retriever):
     """
 
     kind = "dense"
-    #: build() takes a ``work_dir`` for resumable shards (indexing.index_set passes one)
+    #: build() takes a ``work_dir`` for resumable shards (cascade.indexing.index_set passes one)
     resumable_build = True
 
     def __init__(
@@ -76,7 +76,7 @@ class DenseRetriever(Retriever):
         device: str | None = None,
         encoder=None,
     ):
-        self.config = config  # indexing.encode.EncoderConfig
+        self.config = config  # cascade.retrieval.encoders.dense.EncoderConfig
         self.doc_ids = doc_ids
         self.factory = factory
         self.embeddings = embeddings
@@ -130,7 +130,7 @@ class DenseRetriever(Retriever):
             chunking: ``None`` (one vector per document), ``"late"`` or ``"naive"``.
             chunk_size, chunk_overlap: chunk windows, in tokens.
             prompts: a prompt preset (``"e5"``, ``"bge"``); encoder_settings: any other
-                :class:`indexing.encode.EncoderConfig` field (pooling, normalize, max_length,
+                :class:`cascade.retrieval.encoders.dense.EncoderConfig` field (pooling, normalize, max_length,
                 query_prompt, document_prompt).
             work_dir: shards of embeddings go there, so a killed build resumes.
             shard_size: documents per shard.
@@ -150,7 +150,9 @@ class DenseRetriever(Retriever):
             show_progress=show_progress, prompts=prompts, layers=layers, dim=matryoshka_dim,
             **(encoder_settings or {}),
         )  # fmt: skip
-        spec = ChunkSpec(chunking, chunk_size, chunk_overlap) if chunking is not None else None
+        spec = None
+        if chunking is not None:
+            spec = ChunkSpec.parse({"method": chunking, "max_tokens": chunk_size, "overlap": chunk_overlap})
 
         def encode(batch: list[Document]) -> tuple[np.ndarray, np.ndarray]:
             texts = [d.contents for d in batch]
@@ -159,7 +161,9 @@ class DenseRetriever(Retriever):
             return chunk_embeddings(encoder, texts, spec)
 
         settings = {"encoder": encoder.config.to_json(), "dtype": str(encoder.dtype),
-                    "chunking": dataclasses.asdict(spec) if spec else None}  # fmt: skip
+                    # the recorded shape of chunked indexes: method, size, overlap
+                    "chunking": {"method": spec.method, "size": spec.max_tokens, "overlap": spec.overlap}
+                    if spec else None}  # fmt: skip
         doc_ids, vectors, counts = encode_in_shards(
             docs, encode, work_dir, settings, shard_size, on_shard, show_progress
         )

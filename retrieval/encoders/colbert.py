@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from cascade.retrieval.errors import InvalidInput, require
 from cascade.retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path
+from cascade.retrieval.progress import progress
+
+from .batching import pad_batch, restore_order, token_budget_batches
 
 log = logging.getLogger(__name__)
 
@@ -319,32 +321,27 @@ class ColBERTEncoder:
         if any(not isinstance(t, str) for t in texts):
             raise InvalidInput("texts must be strings")
         ids = self._tokenize(texts, side)
-        order = np.argsort([-len(x) for x in ids], kind="stable")
-        out: list[np.ndarray | None] = [None] * len(texts)
-        bar = tqdm(total=len(texts), desc=f"encode {side}s", unit=side, disable=not self.show_progress)
-        with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                idx = order[start : start + self.batch_size]
+        # unlike the other encoders, no token budget: a batch is batch_size rows of the
+        # length-sorted order (doc_maxlen / query_maxlen already bound its padded size)
+        batches = token_budget_batches([len(x) for x in ids], max_tokens=None, max_batch_size=self.batch_size)
+        rows: list[np.ndarray] = []
+        bar = progress(desc=f"encode {side}s", unit=side, total=len(texts), enabled=self.show_progress)
+        with torch.inference_mode(), bar:
+            for idx in batches:
                 vecs, keep = self._forward([ids[i] for i in idx], side)
                 vecs, keep = vecs.float().cpu().numpy(), keep.cpu().numpy()
-                for row, i in enumerate(idx):
-                    out[i] = vecs[row][keep[row]]
+                rows.extend(v[k] for v, k in zip(vecs, keep, strict=True))
                 bar.update(len(idx))
-        bar.close()
-        return MultiVectors.from_list(out, self.dim)
+        return MultiVectors.from_list(restore_order(batches, rows), self.dim)
 
     def _forward(self, batch: list[list[int]], side: str):
         """Pad one batch, run the model and projection; returns (vectors, keep-mask)."""
         torch = require("torch", "models")
         cfg, tok = self.config, self.tokenizer
         expand = side == "query" and cfg.query_expansion
-        width = cfg.query_maxlen if expand else max(map(len, batch))
+        width = cfg.query_maxlen if expand else None  # query augmentation pads to a fixed length
         pad_id = tok.mask_token_id if expand else tok.pad_token_id
-        input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for r, x in enumerate(batch):
-            input_ids[r, : len(x)] = torch.tensor(x)
-            attention[r, : len(x)] = 1
+        input_ids, attention = (torch.from_numpy(a) for a in pad_batch(batch, pad_id, width=width))
         # ColBERT keeps the [MASK] pads' vectors as query augmentation, attended to or not
         keep = torch.ones_like(attention, dtype=torch.bool) if expand else attention.bool()
         if expand and cfg.attend_to_expansion:

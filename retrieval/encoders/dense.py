@@ -3,9 +3,9 @@
 It runs a transformers ``AutoModel`` directly rather than through sentence-transformers so
 that batching is ours: the whole input is tokenized in one fast-tokenizer call, sequences
 are sorted by length and grouped under a padded-token budget
-(:func:`indexing.batching.token_budget_batches`), and each batch is padded only to its
+(:func:`.batching.token_budget_batches`), and each batch is padded only to its
 own longest row. A sentence-transformers model directory supplies its own pooling,
-normalization, maximum length and prompts (:mod:`indexing.st_config`), so embeddings match
+normalization, maximum length and prompts (:mod:`.st_config`), so embeddings match
 ``SentenceTransformer.encode`` on the same model.
 """
 
@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from cascade.retrieval.errors import InvalidInput, require
 from cascade.retrieval.models import (
@@ -30,6 +29,7 @@ from cascade.retrieval.models import (
     resolve_model_path,
     to_device,
 )
+from cascade.retrieval.progress import progress
 
 from .batching import pad_batch, token_budget_batches
 from .st_config import sentence_transformers_settings
@@ -165,7 +165,7 @@ class DenseEncoder:
         dtype: ``None``/``"auto"`` (bf16/fp16 on GPU, fp32 on CPU), ``"fp16"``, ``"bf16"``, ``"fp32"``.
         batch_size: most rows in one batch.
         max_tokens: padded tokens per batch (rows x longest); default 8192 on CPU, 65536 on GPU.
-        show_progress: tqdm bar (docs/s) over long inputs.
+        show_progress: a progress bar (docs/s) over long inputs.
         prompts: a :data:`PROMPT_PRESETS` name.
         **settings: :class:`EncoderConfig` fields (pooling, normalize, max_length, query_prompt,
             document_prompt, layers, dim...), overriding what the model directory declares.
@@ -313,7 +313,7 @@ class DenseEncoder:
         kernels release the GIL, so the GPUs overlap.
         """
         batches = token_budget_batches([len(s) for s in ids], self.max_tokens, self.batch_size)
-        bar = tqdm(total=len(ids), desc="encode", unit="doc", disable=not self.show_progress or len(ids) < 1000)
+        bar = progress(desc="encode", unit="doc", total=len(ids), enabled=self.show_progress and len(ids) >= 1000)
         with bar:
             if self._n_replicas == 1:
                 for rows in batches:

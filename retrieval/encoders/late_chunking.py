@@ -1,7 +1,7 @@
 """Chunk embeddings for long documents: late chunking, or naive chunking as the baseline.
 
-Both split a document's tokens into the same windows of ``size`` tokens overlapping by
-``overlap``. Naive chunking encodes each window's text on its own. Late chunking (Günther
+Both split a document's tokens into the same windows of ``max_tokens`` tokens overlapping
+by ``overlap``. Naive chunking encodes each window's text on its own. Late chunking (Günther
 et al., 2024) runs the model once over the whole document, so every token state has seen
 the full context, then mean-pools the token states inside each window. A document longer
 than the model's maximum length is run in consecutive macro windows that each carry the
@@ -11,11 +11,11 @@ special tokens and the document prompt.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 
+from cascade.retrieval.chunking import ChunkConfig
 from cascade.retrieval.errors import InvalidInput
 
 from .dense import DenseEncoder
@@ -23,19 +23,11 @@ from .dense import DenseEncoder
 ChunkingMethod = Literal["late", "naive"]
 
 
-@dataclass(frozen=True)
-class ChunkSpec:
-    """How documents are cut: a method, a window size and an overlap, in tokens."""
+class ChunkSpec(ChunkConfig):
+    """How documents are cut for chunk embeddings: a method, and the windows of
+    :class:`ChunkConfig` counted in model tokens."""
 
     method: ChunkingMethod = "late"
-    size: int = 256
-    overlap: int = 32
-
-    def __post_init__(self):
-        if self.method not in ("late", "naive"):
-            raise InvalidInput(f"unknown chunking {self.method!r}; valid: late, naive")
-        if self.size < 1 or not 0 <= self.overlap < self.size:
-            raise InvalidInput(f"chunk size must be >= 1 and 0 <= overlap < size, got {self.size}, {self.overlap}")
 
 
 def token_spans(n_tokens: int, size: int, overlap: int) -> list[tuple[int, int]]:
@@ -75,7 +67,7 @@ def chunk_embeddings(
         prompt_ids.append(ids[:split])
         content_ids.append(ids[split:])
         content_offsets.append(offsets[split:])
-    spans = [token_spans(len(ids), spec.size, spec.overlap) for ids in content_ids]
+    spans = [token_spans(len(ids), spec.max_tokens, spec.overlap) for ids in content_ids]
     counts = np.array([len(s) for s in spans], dtype=np.int64)
     if spec.method == "naive":
         chunk_texts = [

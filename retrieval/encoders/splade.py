@@ -21,11 +21,13 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm.auto import tqdm
 
 from cascade.retrieval.errors import InvalidInput
 from cascade.retrieval.models import load_error, resolve_device, resolve_dtype, resolve_model_path
+from cascade.retrieval.progress import progress
 from cascade.retrieval.sparse.vectors import prune_rows, quantize
+
+from .batching import restore_order, token_budget_batches
 
 __all__ = ["SpladeConfig", "SpladeEncoder", "TokenVectors", "quantize", "splade_activation"]
 
@@ -147,18 +149,12 @@ class SpladeEncoder:
 
     def _batches(self, tok, texts: Sequence[str], max_length: int) -> Iterator[tuple[np.ndarray, dict]]:
         """Length-sorted batches under the token budget: (original indexes, tokenized batch)."""
-        lengths = np.array([len(ids) for ids in tok(list(texts), truncation=True, max_length=max_length,
-                                                    add_special_tokens=True)["input_ids"]])  # fmt: skip
-        order = np.argsort(-lengths, kind="stable")
-        start = 0
-        while start < len(order):
-            longest = lengths[order[start]]
-            size = max(1, min(self.config.batch_size, self.config.token_budget // max(1, longest)))
-            idx = order[start : start + size]
+        lengths = [len(ids) for ids in tok(list(texts), truncation=True, max_length=max_length,
+                                           add_special_tokens=True)["input_ids"]]  # fmt: skip
+        for idx in token_budget_batches(lengths, self.config.token_budget, self.config.batch_size):
             enc = tok([texts[i] for i in idx], padding=True, truncation=True, max_length=max_length,
                       return_tensors="pt")  # fmt: skip
             yield idx, enc
-            start += size
 
     def _run(self, texts: Sequence[str], side: str, per_token: bool):
         import torch
@@ -166,10 +162,8 @@ class SpladeEncoder:
         model_id = self.config.model if side == "doc" else self.config.query_model_id
         max_length = self.config.max_length if side == "doc" else self.config.query_max_length
         tok, model = self._load(model_id)
-        bar = tqdm(
-            total=len(texts), desc=f"splade {side}", unit=side, disable=len(texts) < 256, mininterval=1
-        )
-        with torch.inference_mode():
+        bar = progress(desc=f"splade {side}", unit=side, total=len(texts), enabled=len(texts) >= 256)
+        with torch.inference_mode(), bar:
             for idx, enc in self._batches(tok, texts, max_length):
                 enc = {k: v.to(self.device) for k, v in enc.items()}
                 logits = model(**enc).logits
@@ -178,7 +172,6 @@ class SpladeEncoder:
                 else:
                     yield idx, splade_activation(logits, enc["attention_mask"])
                 bar.update(len(idx))
-        bar.close()
 
     def _token_rows(self, logits, mask) -> list[sp.csr_matrix]:
         """Per text: (tokens x vocab) rows, each keeping its ``token_top_k`` heaviest terms."""
@@ -203,7 +196,7 @@ class SpladeEncoder:
     def _encode(self, texts: Sequence[str], side: str, top_k: int | None) -> sp.csr_matrix:
         if isinstance(texts, str):
             raise InvalidInput("pass a list of texts, not one string")
-        rows: list[sp.csr_matrix | None] = [None] * len(texts)
+        batches, blocks = [], []
         for idx, vecs in self._run(texts, side, per_token=False):
             if top_k is not None and top_k < vecs.shape[1]:
                 # top-k on the device: only k values per text cross to the host
@@ -214,11 +207,11 @@ class SpladeEncoder:
             else:
                 block = sp.csr_matrix(vecs.cpu().numpy())
             block.eliminate_zeros()
-            for j, i in enumerate(idx):
-                rows[i] = block[j]
+            batches.append(idx)
+            blocks.append(block)
         if not texts:
             return sp.csr_matrix((0, len(self.vocab)), dtype=np.float32)
-        out = sp.vstack(rows, format="csr").astype(np.float32)
+        out = restore_order(batches, sp.vstack(blocks, format="csr")).astype(np.float32)
         out.sort_indices()
         return prune_rows(out, top_k)
 
@@ -234,10 +227,11 @@ class SpladeEncoder:
         """SLIM: one sparse vector per (unmasked) token, each pruned to ``token_top_k`` terms."""
         if side not in ("doc", "query"):
             raise InvalidInput(f"side must be 'doc' or 'query', got {side!r}")
-        per_text: list[sp.csr_matrix | None] = [None] * len(texts)
-        for idx, mats in self._run(texts, side, per_token=True):
-            for i, m in zip(idx, mats, strict=True):
-                per_text[i] = m
+        batches, mats = [], []
+        for idx, batch_mats in self._run(texts, side, per_token=True):
+            batches.append(idx)
+            mats.extend(batch_mats)
+        per_text = restore_order(batches, mats)
         lengths = np.array([m.shape[0] for m in per_text], dtype=np.int64)
         offsets = np.r_[0, np.cumsum(lengths)]
         matrix = sp.vstack(per_text, format="csr") if per_text else sp.csr_matrix((0, len(self.vocab)))

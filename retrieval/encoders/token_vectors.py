@@ -1,7 +1,7 @@
 """Offline token-vector encoding of a corpus, cached as plain arrays.
 
-Encoding a corpus into token vectors is the slow step of a late-interaction index (SciFact
-with MiniLM on 2 CPU cores: minutes). :func:`encode_corpus` writes the vectors once as a
+Encoding a corpus into token vectors is the slow step of a late-interaction index (a
+transformer forward pass over every document). :func:`encode_corpus` writes the vectors once as a
 ``token_vectors`` directory (fp16 vectors, offsets, doc ids; through retrieval.storage), and
 :func:`load_token_vectors` opens it memory-mapped, so index builds and benchmarks can be
 repeated without the model.

@@ -7,7 +7,7 @@ postings make search cheap: ``bags`` (per document, its distinct centroids) and 
 (per centroid, the documents that use it).
 
 This module builds, updates, saves and loads the index; the search stages live in
-:mod:`retrieval.plaid_search` (batched torch, any device) and :mod:`retrieval.plaid_kernel`
+:mod:`cascade.retrieval.late.plaid_search` (batched torch, any device) and :mod:`cascade.retrieval.late.plaid_kernel`
 (compiled per-query loops, the CPU default when numba is installed).
 """
 
@@ -119,7 +119,7 @@ class PLAIDIndex(Retriever):
         Args:
             docs: the corpus.
             model, format, projection_dim, projection_seed, batch_size, dtype: the
-                :class:`~retrieval.colbert.ColBERTEncoder` settings.
+                :class:`~cascade.retrieval.encoders.colbert.ColBERTEncoder` settings.
             device: where to encode, cluster and search.
             **params: :meth:`from_vectors` settings (nbits, num_centroids, ...).
         """
@@ -158,9 +158,9 @@ class PLAIDIndex(Retriever):
             doc_ids: one id per document, unique.
             vectors: their L2-normalized token vectors.
             nbits: bits per dimension of the residual (1, 2 or 4). The default, 4, is the one
-                that reaches recall@10 >= 0.95 against exhaustive MaxSim with PLAID's defaults
-                (SciFact: 0.958, index 0.28 of the fp16 vectors); 2 is the compact setting
-                (0.914 at 0.16 of fp16).
+                that reaches recall@10 >= 0.95 against exhaustive MaxSim with PLAID's defaults;
+                2 is the compact setting (a smaller index, recall capped lower by the
+                compression). Figures: eval/benchmarks/RESULTS.md.
             num_centroids: default 2 ** floor(log2(16 * sqrt(#embeddings))).
             centroids: reuse these (k, dim) centroids (e.g. another index's, to compare nbits
                 on one clustering) instead of running k-means.
@@ -168,7 +168,8 @@ class PLAIDIndex(Retriever):
             max_points_per_centroid: k-means runs on a random sample of at most this many
                 embeddings per centroid (faiss's and ColBERT's practice).
             assign_nprobe: with 4096+ centroids, assign tokens two-level through this many
-                centroid groups (see indexing.kmeans.assign); None: exact, ~8x slower on SciFact.
+                centroid groups (see cascade.retrieval.late.kmeans.assign); None: exact, compared with every
+                centroid.
             prune_threshold: if set, drop a document token whose cosine with a kept token of
                 the same document is >= this (MaxSim changes by at most sqrt(2 - 2t) per
                 query token); None keeps every token.

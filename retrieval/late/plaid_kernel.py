@@ -1,6 +1,6 @@
 """PLAID search on the CPU, compiled with numba (extra ``fast``), one query at a time.
 
-Same stages and results as the batched torch search of :mod:`retrieval.plaid_search`; on
+Same stages and results as the batched torch search of :mod:`cascade.retrieval.late.plaid_search`; on
 a CPU, compiled loops over one query's candidates beat tensor ops over padded (query,
 document) pairs, which materialize every bag of every candidate. Per query:
 

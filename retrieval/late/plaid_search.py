@@ -1,4 +1,4 @@
-"""PLAID search stages (Santhanam et al., PLAID, 2022) over a :class:`~retrieval.plaid.PLAIDIndex`.
+"""PLAID search stages (Santhanam et al., PLAID, 2022) over a :class:`~cascade.retrieval.late.plaid.PLAIDIndex`.
 
 For a batch of queries:
 
@@ -14,7 +14,7 @@ Two engines give the same results. :class:`TorchSearcher` runs every step as ten
 operations over all (query, document) pairs of a batch, on any torch device: everything
 stays on the device, bags are pre-padded once so no step waits on the host per chunk, and
 the host syncs a few times per batch, not per query (a GPU wants big batches).
-:func:`search_numba` runs the compiled per-query kernel of :mod:`retrieval.plaid_kernel`
+:func:`search_numba` runs the compiled per-query kernel of :mod:`cascade.retrieval.late.plaid_kernel`
 (the CPU default when numba is installed).
 """
 
@@ -59,9 +59,9 @@ class SearchParams:
         return cls(1 << 30, _NEG, 1 << 40)
 
 
-#: The high-recall setting: with an index built with ``store_vectors=True`` it gave recall@10
-#: 0.998 against exhaustive MaxSim on SciFact (MiniLM token vectors, 128 dims; 60 queries).
-#: Without stored vectors, recall is capped by the residual compression (see the README).
+#: The high-recall setting: more cells per query token, a lower centroid score threshold and
+#: more candidates than PLAID's defaults for k <= 100, trading speed for recall. With an index built with ``store_vectors=True`` the last stage ranks by exact MaxSim;
+#: without stored vectors, recall is capped by the residual compression (see the README).
 HIGH_RECALL = SearchParams(ncells=4, centroid_score_threshold=0.4, ndocs=2048)
 
 

@@ -9,7 +9,9 @@ Two scoring variants, picked by name:
   including its floor for negative idf (epsilon * mean idf) and exact lengths.
 
 The index stores term frequencies and lengths, so term weights are recomputed at load
-for any ``k1``/``b`` without re-tokenizing the corpus.
+for any ``k1``/``b`` without re-tokenizing the corpus, and for another collection's
+statistics (:class:`CollectionStats`, passed to ``search``) when the index is one part of a
+larger collection (a shard, a segment).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from itertools import chain, islice
 from pathlib import Path
 from typing import Self
@@ -94,8 +97,9 @@ VARIANTS = {"lucene": _lucene_weights, "okapi": _okapi_weights}
 
 @dataclass(frozen=True)
 class CollectionStats:
-    """What BM25's idf and length norm depend on. A shard scored with the stats of the whole
-    collection gives exactly the scores the single index would."""
+    """What BM25's idf and length norm depend on. A part of a collection (a shard, a segment)
+    searched with the stats of the whole collection gives exactly the scores one index over
+    the whole collection would."""
 
     num_docs: int
     total_length: int
@@ -109,6 +113,19 @@ class CollectionStats:
             n, total = n + p.num_docs, total + p.total_length
             df.update(p.df)
         return cls(n, total, dict(df))
+
+
+@dataclass(frozen=True)
+class _Weights:
+    """A BM25 weight matrix (terms x documents) and the statistics it was computed with."""
+
+    stats: CollectionStats | None
+    matrix: sp.csr_matrix
+
+    @cached_property
+    def positive(self) -> bool:
+        """Every weight > 0, as the compiled kernel needs (it marks unseen documents by 0)."""
+        return bool(self.matrix.nnz == 0 or self.matrix.data.min() > 0)
 
 
 class BM25Retriever(Retriever):
@@ -143,8 +160,7 @@ class BM25Retriever(Retriever):
         self._names, self._id_ranks = doc_names(doc_ids), id_ranks(doc_ids)
         self.analyzer = analyzer
         self.k1, self.b, self.variant = float(k1), float(b), variant
-        self._stats: CollectionStats | None = None
-        self._set_weights()
+        self._last: _Weights | None = None  # the weights for the last stats passed to search
 
     # -- build ---------------------------------------------------------------------------
 
@@ -201,28 +217,49 @@ class BM25Retriever(Retriever):
             variant=variant,
         )
 
-    def collection_stats(self) -> CollectionStats:
-        df = np.diff(self.indptr)
-        return CollectionStats(self.num_docs, int(self.doc_lens.sum()), dict(zip(self.vocab, df.tolist(), strict=True)))
+    def collection_stats(self, live: np.ndarray | None = None) -> CollectionStats:
+        """This index's statistics, or those of only the ``live`` documents (a bool per
+        document, in this index's order): what a collection that deletes documents counts."""
+        if live is None:
+            df = np.diff(self.indptr)
+            return CollectionStats(
+                self.num_docs, int(self.doc_lens.sum()), dict(zip(self.vocab, df.tolist(), strict=True))
+            )
+        live = np.asarray(live, dtype=bool)
+        seen = np.concatenate(([0], np.cumsum(live[np.asarray(self.postings)], dtype=np.int64)))
+        df = seen[self.indptr[1:]] - seen[self.indptr[:-1]]  # live postings per term; 0 stays
+        total = int(np.asarray(self.doc_lens, dtype=np.int64)[live].sum())
+        return CollectionStats(int(live.sum()), total, dict(zip(self.vocab, df.tolist(), strict=True)))
 
-    def use_collection_stats(self, stats: CollectionStats) -> None:
-        """Score with another collection's statistics (a shard with the whole index's)."""
-        missing = [t for t in self.vocab if t not in stats.df]
-        if missing:
-            raise InvalidInput(f"collection stats lack {len(missing)} of this index's terms, e.g. {missing[0]!r}")
-        self._stats = stats
-        self._set_weights()
+    @cached_property
+    def _own(self) -> _Weights:
+        return _Weights(None, self._weight_matrix(None))
 
-    def _set_weights(self) -> None:
-        self._matrix = self._weight_matrix()
-        self._positive_weights = bool(self._matrix.nnz == 0 or self._matrix.data.min() > 0)
+    @property
+    def _matrix(self) -> sp.csr_matrix:
+        """Term weights (terms x documents) with this index's own statistics."""
+        return self._own.matrix
 
-    def _weight_matrix(self) -> sp.csr_matrix:
-        stats = self._stats
+    def _weights(self, stats: CollectionStats | None) -> _Weights:
+        """Term weights under ``stats`` (this index's own when ``None``). The weights of the
+        last stats object passed in are kept (matched by identity), so a collection's parts
+        compute them once per collection state, not per search; they are a cache, and what
+        a search returns depends only on its arguments."""
+        if stats is None:
+            return self._own
+        last = self._last
+        if last is None or last.stats is not stats:
+            last = self._last = _Weights(stats, self._weight_matrix(stats))
+        return last
+
+    def _weight_matrix(self, stats: CollectionStats | None) -> sp.csr_matrix:
         if stats is None:
             df = np.diff(self.indptr).astype(np.float64)
             all_df, n_docs, total = df, len(self.doc_lens), float(self.doc_lens.sum())
         else:
+            missing = [t for t in self.vocab if t not in stats.df]
+            if missing:
+                raise InvalidInput(f"collection stats lack {len(missing)} of this index's terms, e.g. {missing[0]!r}")
             df = np.array([stats.df[t] for t in self.vocab], dtype=np.float64)
             all_df = np.fromiter(stats.df.values(), dtype=np.float64, count=len(stats.df))
             n_docs, total = stats.num_docs, float(stats.total_length)
@@ -264,10 +301,17 @@ class BM25Retriever(Retriever):
         )
 
     def search(
-        self, queries: Sequence[Query], k: int = 10, batch_size: int = 256, engine: str = "auto"
+        self,
+        queries: Sequence[Query],
+        k: int = 10,
+        batch_size: int = 256,
+        engine: str = "auto",
+        stats: CollectionStats | None = None,
     ) -> list[Ranking]:
         """Top ``k`` per query. ``engine``: ``numba`` (compiled loop, extra ``fast``),
-        ``scipy`` (one sparse product per batch), or ``auto`` (numba when installed)."""
+        ``scipy`` (one sparse product per batch), or ``auto`` (numba when installed).
+        ``stats``: score with a whole collection's statistics when this index is one part of
+        it (:mod:`cascade.retrieval.partition`); ``None``: with this index's own."""
         if k < 1:
             raise InvalidInput(f"k must be >= 1, got {k}")
         if engine not in ("auto", "numba", "scipy"):
@@ -277,9 +321,10 @@ class BM25Retriever(Retriever):
         from cascade.retrieval.compiled import AVAILABLE
 
         use_numba = engine == "numba" or (engine == "auto" and AVAILABLE)
-        use_numba = use_numba and self._positive_weights
+        weights = self._weights(stats)
+        use_numba = use_numba and weights.positive
         out = []
-        m = self._matrix
+        m = weights.matrix
         for start in range(0, len(queries), batch_size):
             batch = queries[start : start + batch_size]
             qm = self.query_matrix(batch)
@@ -324,4 +369,3 @@ class BM25Retriever(Retriever):
             variant=p["variant"],
             **arrays,
         )
-

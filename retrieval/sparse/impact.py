@@ -3,10 +3,10 @@
 Postings are plain numpy arrays (doc indexes int32 ascending per term, integer impacts
 uint8/uint16), saved through :mod:`retrieval.storage` and loaded memory-mapped. Exact search
 runs the whole query batch in one compiled call when numba is installed
-(:mod:`retrieval.impact_kernel`, :mod:`retrieval.seismic_kernel`, extra ``fast``), else a MaxScore vectorized with numpy over
-the batch (:mod:`retrieval.impact_search`); either way the results equal a brute-force sparse
+(:mod:`cascade.retrieval.sparse.impact_kernel`, :mod:`cascade.retrieval.sparse.seismic_kernel`, extra ``fast``), else a MaxScore vectorized with numpy over
+the batch (:mod:`cascade.retrieval.sparse.impact_search`); either way the results equal a brute-force sparse
 dot product ranked by :meth:`Ranking.from_scores`. The approximate mode follows Seismic
-(:mod:`retrieval.impact_approx`: static pruning, blocks with summary vectors, query term cut).
+(:mod:`cascade.retrieval.sparse.impact_approx`: static pruning, blocks with summary vectors, query term cut).
 
 Queries come as sparse vectors (``{term: weight}`` dicts or a CSR matrix over the index
 vocabulary) through :meth:`ImpactRetriever.search_vectors` (rankings) or
@@ -155,7 +155,7 @@ class ImpactRetriever(Retriever):
             query_model: a separate query encoder (default: ``model``).
             scale: impact quantization factor.
             approx: :class:`ApproxParams` fields for the approximate mode.
-            encoder_params: further :class:`indexing.splade_encode.SpladeConfig` fields
+            encoder_params: further :class:`cascade.retrieval.encoders.splade.SpladeConfig` fields
                 (``doc_top_k``, ``query_top_k``, ``max_length``, ``batch_size``, ``device``...).
         """
         from cascade.retrieval.encoders.splade import SpladeConfig, SpladeEncoder, quantize

@@ -7,13 +7,14 @@ Built once from the posting lists:
 2. Blocks: each kept list longer than ``block_size`` is clustered into ceil(n / block_size)
    blocks of similar documents, as Seismic does: random documents of the list as centroids,
    each document to the centroid nearest by its :data:`DOC_CUT` heaviest components. (Blocks
-   of consecutive impacts, tried first, made summaries so loose that nothing was skipped.)
+   of consecutive impacts would mix dissimilar documents, whose summaries bound so loosely
+   that no block gets skipped.)
 3. Summaries: per block, the maximum impact of every term over its documents, cut to the
    heaviest terms holding ``summary_energy`` of its mass and quantized to 8 bits with one
    scale per block; stored by list and term (:func:`summaries_by_term`), so a query reads
    only its own terms' entries of a list's summaries.
 
-At search time (:func:`retrieval.seismic_kernel.seismic_top_k`) only the ``query_terms``
+At search time (:func:`cascade.retrieval.sparse.seismic_kernel.seismic_top_k`) only the ``query_terms``
 query terms that can add the most (weight x maximum impact) are followed; a block is
 skipped when its summary's dot product with the query is below ``heap_factor`` x the
 current k-th score; the documents of the other blocks are scored exactly through a
@@ -51,9 +52,9 @@ class ApproxParams:
             so far (lower: more blocks read, higher recall).
     """
 
-    # Defaults measured on SciFact replicated 40x (207k docs, `cascade bench sparse --opt
-    # scale=40`): recall@10 0.976 against exact at 2.65x its queries/s. At SciFact's own 5k
-    # docs exact search is faster than any approximate setting (0.17x at recall 0.956).
+    # Defaults chosen on a corpus large enough for skipping to pay (SciFact replicated 40x,
+    # ``cascade bench sparse --opt scale=40``); on small corpora exact search is the faster
+    # mode. Recall and speed figures: eval/benchmarks/RESULTS.md.
     postings_fraction: float = 1.0
     min_postings: int = 64
     max_postings: int = 1000

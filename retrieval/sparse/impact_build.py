@@ -1,6 +1,6 @@
 """The arrays of an impact index, built from a (docs x terms) matrix of integer impacts.
 
-Kept apart from :class:`retrieval.impact.ImpactRetriever`, which validates the input, owns
+Kept apart from :class:`cascade.retrieval.sparse.impact.ImpactRetriever`, which validates the input, owns
 the format (save, load) and searches it.
 """
 

@@ -9,14 +9,12 @@ order), the order :meth:`Ranking.from_scores` gives.
   accumulator, then a k-selection: over the documents touched when they are few, else over
   chunks of 8 documents whose maximum reaches a bound of the k-th score; up to k=32 through a
   sorted buffer, above through score buckets. It reads every posting of the query's terms
-  once, sequentially, with no per-posting branch; BM25 uses it too. A compiled MaxScore (it
-  lived here before) was slower on SciFact, 64 us against 13 us per query (5k docs, 4.4k
-  postings per query), and so was a term-at-a-time MaxScore that completes candidates by
-  lookups (19 us against 11: each lookup is a cache miss); on a 207k-doc synthetic corpus
-  (``cascade bench sparse --opt scale=40``) this kernel runs 5.2x faster than scipy's brute
-  force. Without numba the vectorized MaxScore of :mod:`retrieval.impact_search` runs instead.
+  once, sequentially, with no per-posting branch; BM25 uses it too. Why not MaxScore: the
+  dense accumulator stays in cache and costs little per posting, less than the bookkeeping
+  that skipping needs, and completing candidates by lookups makes each lookup a cache miss.
+  Without numba the vectorized MaxScore of :mod:`cascade.retrieval.sparse.impact_search` runs instead.
 
-The approximate mode's kernels are in :mod:`retrieval.seismic_kernel` and share the sorted
+The approximate mode's kernels are in :mod:`cascade.retrieval.sparse.seismic_kernel` and share the sorted
 top-k buffer (:func:`insert_hit`) defined here. Without numba the decorators of
 :mod:`retrieval.compiled` are the identity, so the same functions run as plain (slow) Python.
 """
@@ -32,8 +30,8 @@ from cascade.retrieval.compiled import inline, jit
 def insert_hit(best_s, best_d, m, k, d, s, id_rank):
     """Insert (d, s) into a sorted top-k buffer holding ``m`` hits; returns the new count.
 
-    Local 1-D buffers, not rows of the output: writes into a 2-D output inside the loop
-    measured 2x slower (numba cannot keep them out of memory).
+    Local 1-D buffers, not rows of the output: numba cannot keep writes into a 2-D output
+    inside the loop out of memory.
     """
     if m == k:
         if s < best_s[k - 1] or (s == best_s[k - 1] and id_rank[d] > id_rank[best_d[k - 1]]):
@@ -243,8 +241,8 @@ def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k)
             # each hold a document that high), so only chunks reaching it hold candidates.
             for j in range(lo, hi):
                 t, w = q_terms[j], q_weights[j]
-                # unsigned indexes spare numba's negative-index wraparound (a shift, a mask and
-                # an add per load): the doc id's took 25% off this loop, the position's 10-20%
+                # unsigned indexes (doc id and position) spare numba's negative-index
+                # wraparound: a shift, a mask and an add per load
                 for p in range(np.uintp(indptr[t]), np.uintp(indptr[t + 1])):
                     acc[np.uintp(docs[p])] += w * impacts[p]
             if k <= _SMALL_K:

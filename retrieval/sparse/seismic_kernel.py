@@ -1,12 +1,12 @@
 """The impact index's approximate mode (Seismic, Bruch et al., SIGIR 2024), compiled with
 numba when it is installed (extra ``fast``); the layout it reads is described in
-:mod:`retrieval.impact_approx`.
+:mod:`cascade.retrieval.sparse.impact_approx`.
 
 - :func:`seismic_top_k`: the heaviest query terms only; their statically pruned lists are
   clustered into blocks of similar documents, each with a quantized summary vector; blocks
   are visited by descending summary score and skipped once that score falls below
   ``heap_factor`` x the current k-th score; documents of the blocks visited are scored
-  exactly through a forward index. Same outputs as :func:`retrieval.impact_kernel.exact_top_k`.
+  exactly through a forward index. Same outputs as :func:`cascade.retrieval.sparse.impact_kernel.exact_top_k`.
 - :func:`cluster_lists`, :func:`block_summaries` and :func:`summary_columns`: build those
   blocks and summaries at index time.
 """
@@ -27,8 +27,8 @@ def _dot(terms, values, a, e, qbits, qv):
 
     The row is scanned and only terms whose bit is set are gathered and added. The bitmap
     (a few KB) stays in L1 and its test is rarely true, so the loop runs at load speed with
-    no floating-point add chained through every entry; it replaced a binary search of each
-    query term in the row and a gather of every entry (30% off the approximate query time).
+    no floating-point add chained through every entry and no binary search of each query
+    term in the row.
     """
     s = 0.0
     for p in range(np.uintp(a), np.uintp(e)):
@@ -44,7 +44,8 @@ def _summary_dots(c0, c1, col_terms, col_ptr, col_blocks, col_values, scale, q_t
     by term: columns ``c0:c1`` (terms ascending), each the (block, value) pairs of a term.
 
     Only the query's columns are read, a few hundred entries, where the blocks' summary rows
-    hold tens of thousands (at 207k docs the rows made the approximate mode memory-bound).
+    hold tens of thousands (on a large corpus, reading whole rows makes the approximate mode
+    memory-bound).
     Query terms ascend, as row terms did, so each dot adds the same products in the same order.
     """
     dots = np.zeros(len(scale))

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from cascade.api.app import create_app
 from cascade.api.settings import Settings
 from cascade.rerank.base import Reranker
-from cascade.retrieval.registry import RERANKERS
+from cascade.rerank.registry import RERANKERS
 
 KEYS = {"admin-key-0001": ["*"], "reader-key-0002": ["docs"]}
 

@@ -50,7 +50,8 @@ def test_pipeline_file(toy_dataset, tmp_path):
     spec = tmp_path / "p.yaml"
     spec.write_text("retrievers:\n  - retriever: bm25\n    depth: 2\n    params: {k1: 1.2, b: 0.75}\nk: 2\n")
     p = cascade("eval", "--dataset", str(toy_dataset), "--pipeline", str(spec), "--json", cache=tmp_path)
-    assert p.returncode == 0, p.stderr and json.loads(p.stdout)["pipeline"] == "p"
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["pipeline"] == "p"  # a spec file is named after its stem
     spec.write_text("retrievers: []\n")
     assert_clean_error(cascade("eval", "--dataset", str(toy_dataset), "--pipeline", str(spec), cache=tmp_path),
                        "invalid pipeline spec")
@@ -63,7 +64,7 @@ def test_bad_input_is_one_line_and_nonzero(toy_dataset, tmp_path):
     assert_clean_error(cascade("eval", "--dataset", str(tmp_path / "none"), "--pipeline", "bm25", cache=tmp_path),
                        "neither a directory nor a BEIR dataset name")
     assert_clean_error(cascade("eval", "--dataset", str(toy_dataset), "--pipeline", "bm99", cache=tmp_path),
-                       "unknown pipeline 'bm99'")
+                       "unknown pipeline preset 'bm99'")
     assert_clean_error(cascade("eval", "--dataset", str(toy_dataset), "--pipeline", "bm25", "--metrics", "bleu@4",
                                cache=tmp_path), "unknown metric 'bleu@4'")
     assert_clean_error(cascade("eval", "--dataset", str(toy_dataset), "--split", "dev", "--pipeline", "bm25",

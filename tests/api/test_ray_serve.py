@@ -12,12 +12,15 @@ from rerank_models import tiny_bert_cross_encoder
 
 from cascade.api.app import create_app
 from cascade.api.settings import Settings
+from cascade.eval.presets import resolve_pipeline
 from cascade.indexing.docstore import DocStore
 from cascade.indexing.index_set import IndexSet
 from cascade.retrieval.pipeline import Pipeline, PipelineSpec
 from cascade.retrieval.sharded import ShardedRetriever
 from cascade.retrieval.sparse.bm25 import BM25Retriever
 from cascade.retrieval.types import Document, Query
+
+pytestmark = pytest.mark.slow  # every test runs on the session's Ray cluster
 
 WORDS = ("stem cell neuron heart blood artery oxygen protein gene tumor immune virus vaccine brain "
          "muscle bone insulin kidney liver lung enzyme receptor membrane signal repair").split()  # fmt: skip
@@ -44,7 +47,7 @@ def setup(tmp_path_factory):
     """A 2-shard bm25 index directory (as `cascade index --shards 2` writes it) and a tiny
     cross-encoder; the settings both servers run with."""
     root = tmp_path_factory.mktemp("ray_serve")
-    IndexSet(root / "idx", corpus, shards=2).build(PipelineSpec.resolve("bm25"))
+    IndexSet(root / "idx", corpus, shards=2).build(resolve_pipeline("bm25"))
     model = str(tiny_bert_cross_encoder(root / "ce"))
     settings = Settings(
         data_dir=root / "data", indexes={"kb": root / "idx"},

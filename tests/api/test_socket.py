@@ -14,7 +14,8 @@ import httpx
 import pytest
 from api_helpers import serve
 from fastapi import FastAPI, Request
-from fastapi.responses import StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.testclient import TestClient
 
 from cascade.api.app import create_app
 from cascade.api.settings import Settings
@@ -152,6 +153,23 @@ def test_answer_when_the_llm_is_down(tmp_path):
         r = c.post("/v1/answer", json={"collection": "kb", "query": "stem"})
         assert r.status_code == 503 and r.json()["error"]["type"] == "Unavailable"
         assert "not reachable" in r.json()["error"]["message"]
+
+
+def test_answer_when_the_llm_refuses(tmp_path):
+    refusing = FastAPI()
+
+    @refusing.post("/v1/chat/completions")
+    async def chat():
+        return JSONResponse({"error": "bad key"}, status_code=401)
+
+    with serve(refusing) as llm_url:
+        settings = Settings(data_dir=tmp_path, llm_base_url=llm_url + "/v1", llm_model="m", llm_api_key="k")
+        with TestClient(create_app(settings)) as c:
+            c.post("/v1/collections", json={"name": "kb"})
+            c.post("/v1/collections/kb/documents", json={"documents": DOCS[:1]})
+            r = c.post("/v1/answer", json={"collection": "kb", "query": "stem"})
+    assert r.status_code == 503 and r.json()["error"]["type"] == "Unavailable"  # the server's fault, not the caller's
+    assert "refused the request: HTTP 401" in r.json()["error"]["message"]
 
 
 def test_cascade_serve_process(tmp_path):

@@ -9,8 +9,8 @@ import pytest
 from cascade.eval import datasets
 from cascade.eval.datasets import load_dataset
 from cascade.eval.evaluate import evaluate_pipeline
-from cascade.retrieval.errors import NotFound
-from cascade.retrieval.pipeline import PipelineSpec
+from cascade.eval.presets import resolve_pipeline
+from cascade.retrieval.errors import InvalidInput, NotFound
 
 
 def test_msmarco_layout_with_graded_trec_dl_qrels(tmp_path):
@@ -22,7 +22,7 @@ def test_msmarco_layout_with_graded_trec_dl_qrels(tmp_path):
     ds = load_dataset(root, "dl19")
     assert ds.layout == "msmarco" and ds.relevance_level == 2
     assert [q.id for q in ds.queries] == ["100", "101"]  # only judged queries are evaluated
-    report, run = evaluate_pipeline(ds, PipelineSpec.resolve("bm25"), ["recall@1", "ndcg@10"])
+    report, run = evaluate_pipeline(ds, resolve_pipeline("bm25"), ["recall@1", "ndcg@10"])
     assert run["100"].doc_ids[0] == "0"
     # doc 1 is judged 1, below the TREC DL cut-off of 2: recall@1 counts only doc 0 for q100
     assert report.metrics["recall@1"] == pytest.approx(1.0)
@@ -67,3 +67,14 @@ def test_download_without_network_says_so(monkeypatch):
         load_dataset("nfcorpus")
     with pytest.raises(NotFound, match="neither a directory nor a BEIR dataset name"):
         load_dataset("not-a-dataset")
+
+
+def test_a_bad_queries_line_is_refused_with_file_and_line(tmp_path):
+    (tmp_path / "qrels").mkdir()
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "stem cells"}\n')
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "stem"}\n\n{"text": "no id"}\n')
+    (tmp_path / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+    with pytest.raises(InvalidInput, match=r"queries\.jsonl:3: expected an object with '_id' and 'text'$"):
+        load_dataset(tmp_path)
+    (tmp_path / "queries.jsonl").write_text('{"_id": "q1", "text": "stem"}\n')
+    assert [q.id for q in load_dataset(tmp_path).queries] == ["q1"]

@@ -49,11 +49,11 @@ def test_chunking_respects_sentences_and_overlap():
         "Eight nine. Ten eleven twelve thirteen fourteen fifteen sixteen.",
         "End.",
     ]
-    chunks = list(chunk_documents([Document("d", text)], ChunkConfig(6, 2)))
+    chunks = list(chunk_documents([Document("d", text)], ChunkConfig(max_tokens=6, overlap=2)))
     assert [c.id for c in chunks] == ["d#0", "d#1", "d#2", "d#3"]
     assert all(text[c.metadata["start"] : c.metadata["end"]] == c.text for c in chunks)
-    with pytest.raises(InvalidInput):
-        ChunkConfig(max_tokens=4, overlap=4)
+    with pytest.raises(InvalidInput, match=r"overlap \(4\) must be below max_tokens \(4\)"):
+        ChunkConfig.parse({"max_tokens": 4, "overlap": 4})
 
 
 def test_docstore_batches_are_atomic(tmp_path):

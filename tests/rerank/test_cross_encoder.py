@@ -11,10 +11,9 @@ pytest.importorskip("sentence_transformers")
 import torch  # noqa: E402
 from rerank_models import minilm_cross_encoder, tiny_bert_cross_encoder, tiny_llama  # noqa: E402
 
-from cascade.rerank.batching import BatchPolicy, token_budget_batches  # noqa: E402
 from cascade.rerank.cross_encoder import CrossEncoderReranker, saved_activation  # noqa: E402
+from cascade.rerank.registry import RERANKERS, build_rerankers  # noqa: E402
 from cascade.retrieval.errors import InvalidInput, NotFound  # noqa: E402
-from cascade.retrieval.registry import RERANKERS  # noqa: E402
 from cascade.retrieval.types import Document, Query  # noqa: E402
 
 torch.set_num_threads(2)
@@ -93,6 +92,7 @@ SCIENCE_DOCS = [
 ]
 
 
+@pytest.mark.slow  # the real MiniLM encoder, through both rerankers
 def test_parity_with_sentence_transformers_minilm(tmp_path_factory):
     """The real MiniLM-L6 encoder with a seeded 1-label head: ms-marco-MiniLM-L6 sized."""
     from sentence_transformers import CrossEncoder
@@ -116,19 +116,6 @@ def test_scores_do_not_depend_on_batching(tiny_identity):
     np.testing.assert_allclose(chunked.score_pairs(queries, docs), big, atol=1e-5)
     with pytest.raises(InvalidInput, match="chunk_size"):
         CrossEncoderReranker(str(tiny_identity), device="cpu", chunk_size=0)
-
-
-def test_token_budget_batches_cover_everything_within_budget():
-    rng = np.random.default_rng(1)
-    lengths = rng.integers(1, 128, size=500)
-    policy = BatchPolicy(batch_size=64, token_budget=1024, max_length=128)
-    batches = list(token_budget_batches(lengths, policy))
-    seen = np.concatenate(batches)
-    assert sorted(seen.tolist()) == list(range(500))
-    for b in batches:
-        assert len(b) <= 64 and len(b) * lengths[b].max() <= 1024
-    assert lengths[batches[0]].max() == lengths.max()  # longest first
-    assert max(len(b) for b in batches) > 1024 // 128  # short pairs travel in bigger batches
 
 
 def test_rerank_sorts_cuts_and_handles_empty(tiny_identity):
@@ -173,7 +160,7 @@ def test_cross_encoder_as_a_pipeline_stage(tiny_identity):
     bm25 = BM25Retriever.build(docs)
     query = Query("q", "gene expression")
     first = bm25.search([query], k=10)[0]
-    (out,) = Pipeline(spec, [bm25], docs=Store()).search([query]).rankings
+    (out,) = Pipeline(spec, [bm25], build_rerankers(spec), docs=Store()).search([query]).rankings
     head = [by_id[i] for i in first.doc_ids[:4]]
     scores = CrossEncoderReranker(str(tiny_identity), device="cpu").score(query.text, head)
     assert list(out.doc_ids[:4]) == [head[i].id for i in np.argsort(-scores, kind="stable")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -14,6 +15,7 @@ import numpy as np
 import pytest
 
 from cascade.rerank.listwise import ListwiseReranker, SlidingWindow
+from cascade.rerank.llm_backends import OpenAIChatBackend
 from cascade.rerank.prompts import PromptFormat, parse_permutation
 from cascade.retrieval.errors import InvalidInput, Unavailable
 from cascade.retrieval.types import Document, Query
@@ -45,8 +47,14 @@ class ChatServer:
                 status, content = server.script(len(server.requests) - 1, body["messages"])
                 data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]}
                                   if status == 200 else {"error": content}).encode()  # fmt: skip
+                kind = "application/json"
+                if status == 200 and body.get("stream"):  # server-sent events, a word at a time
+                    events = [{"choices": [{"index": 0, "delta": {"content": w}}]}
+                              for w in re.findall(r"\S+\s*", content)]  # fmt: skip
+                    data = "".join(f"data: {json.dumps(e)}\n\n" for e in events).encode() + b"data: [DONE]\n\n"
+                    kind = "text/event-stream"
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", kind)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -186,6 +194,34 @@ def test_unreachable_server_is_unavailable_after_retries():
     with pytest.raises(Unavailable, match=r"127\.0\.0\.1.*did not answer after 3 attempts"):
         rr.rerank(Query("q", "x"), _docs(4))
     assert 0.15 <= time.perf_counter() - t < 10  # two backoffs: 0.05 + 0.1
+
+
+def test_streamed_answers_use_the_same_client_retries_and_errors():
+    messages = [{"role": "user", "content": "rank"}]
+
+    def collect(backend) -> list[str]:
+        async def run():
+            return [d async for d in await backend.stream(messages, 16, temperature=0.5)]
+
+        return asyncio.run(run())
+
+    script = lambda i, m: (503, "busy") if i == 0 else (200, "[2] > [1]")  # noqa: E731
+    with ChatServer(script) as srv:
+        backend = OpenAIChatBackend("scripted", srv.url, api_key="sk-test", backoff_s=0.01, max_retries=1)
+        assert collect(backend) == ["[2] ", "> ", "[1]"]
+        assert len(srv.requests) == 2  # the 503 was retried
+    path, auth, body = srv.requests[-1]
+    assert (path, auth, body["model"], body["stream"]) == ("/v1/chat/completions", "Bearer sk-test", "scripted", True)
+    assert body["temperature"] == 0.5 and body["max_tokens"] == 16
+    with ChatServer(lambda i, m: (401, "bad key")) as srv:
+        with pytest.raises(InvalidInput, match="refused the request: HTTP 401"):
+            collect(OpenAIChatBackend("m", srv.url, backoff_s=0.01))
+        assert len(srv.requests) == 1  # a refusal is not retried
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(Unavailable, match="did not answer after 1 attempt: not reachable"):
+        collect(OpenAIChatBackend("m", f"http://127.0.0.1:{port}/v1", max_retries=0))
 
 
 def test_bad_arguments():

@@ -10,9 +10,9 @@ pytest.importorskip("torch")
 import torch  # noqa: E402
 from rerank_models import tiny_t5  # noqa: E402
 
+from cascade.rerank.registry import RERANKERS  # noqa: E402
 from cascade.rerank.t5 import RANK_HEAD_FILE, MonoT5Reranker, RankT5Reranker  # noqa: E402
 from cascade.retrieval.errors import InvalidInput, NotFound  # noqa: E402
-from cascade.retrieval.registry import RERANKERS  # noqa: E402
 from cascade.retrieval.types import Document, Query  # noqa: E402
 
 torch.set_num_threads(2)

@@ -24,6 +24,7 @@ def assert_same_top10(expected, got):
         assert a.scores == pytest.approx(b.scores, rel=1e-6)
 
 
+@pytest.mark.slow  # the whole SciFact corpus
 def test_four_bm25_shards_equal_the_single_index(scifact_single, tmp_path):
     ds, expected = scifact_single
     sharded = ShardedRetriever.build(ds.corpus(), "bm25", num_shards=4, show_progress=False)
@@ -49,6 +50,7 @@ def test_missing_or_foreign_shard_is_refused(tmp_path):
         ShardedRetriever.load(tmp_path / "c")
 
 
+@pytest.mark.slow  # a Ray cluster and the whole SciFact corpus
 def test_ray_build_equals_single_index_and_survives_a_killed_worker(ray_cluster, scifact_single, scifact, tmp_path):
     from ray_helpers import KilledOnceCorpus
 

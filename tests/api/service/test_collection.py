@@ -11,15 +11,15 @@ from pathlib import Path
 import pytest
 from collection_data import make_docs, make_queries
 
-from cascade.api.service.collection import Collection
+from cascade.api.service.collection import SegmentedCollection
 from cascade.api.service.config import CollectionConfig
+from cascade.eval.presets import resolve_pipeline
 from cascade.retrieval.errors import IndexMismatch, InvalidInput
-from cascade.retrieval.pipeline import PipelineSpec
 from cascade.retrieval.sparse.bm25 import BM25Retriever
 from cascade.retrieval.types import Document, Query
 
 ROOT = Path(__file__).resolve().parents[3]
-BM25 = PipelineSpec.resolve("bm25")
+BM25 = resolve_pipeline("bm25")
 
 
 def new_collection(path: Path, background: bool = False, max_segments: int = 100, max_tokens: int = 4096):
@@ -29,7 +29,7 @@ def new_collection(path: Path, background: bool = False, max_segments: int = 100
         chunking={"max_tokens": max_tokens, "overlap": 0},
         compaction={"background": background, "max_segments": max_segments},
     )
-    return Collection.create(path, config)
+    return SegmentedCollection.create(path, config)
 
 
 def whole(docs):
@@ -37,7 +37,7 @@ def whole(docs):
     return [Document(f"{d.id}#0", d.text, d.title, d.metadata) for d in docs]
 
 
-def assert_same_as_fresh_index(coll: Collection, live: list[Document], queries: list[str], k: int = 10):
+def assert_same_as_fresh_index(coll: SegmentedCollection, live: list[Document], queries: list[str], k: int = 10):
     ref = BM25Retriever.build(whole(live), show_progress=False)
     qs = [Query(str(i), q) for i, q in enumerate(queries)]
     got = coll.search(qs, k=k, with_documents=False).hits
@@ -83,7 +83,7 @@ def test_segments_and_tombstones_match_one_fresh_index(tmp_path, monkeypatch):
     assert_same_as_fresh_index(coll, live, queries)
     coll.close()
     assert sorted(p.name for p in (tmp_path / "c" / "segments").iterdir()) == ["00000005"]
-    assert_same_as_fresh_index(Collection.open(tmp_path / "c"), live, queries)
+    assert_same_as_fresh_index(SegmentedCollection.open(tmp_path / "c"), live, queries)
 
 
 def test_filters_give_the_filtered_exact_top_k(tmp_path):
@@ -131,7 +131,7 @@ def test_bad_input_changes_nothing(tmp_path):
     with pytest.raises(InvalidInput, match="empty filter"):
         coll.delete(where={})
     with pytest.raises(IndexMismatch, match="no lucene-bm25 index"):
-        coll.search([Query("q", "x")], PipelineSpec.resolve("bm25-lucene"))
+        coll.search([Query("q", "x")], resolve_pipeline("bm25-lucene"))
     assert coll.info() == before
 
 
@@ -141,7 +141,7 @@ sys.path.insert(0, {root!r})
 from collection_data import make_docs
 from cascade.api.service import collection as C
 from cascade.retrieval.types import Document
-coll = C.Collection.open({path!r})
+coll = C.SegmentedCollection.open({path!r})
 C.HOOKS[{point!r}] = lambda: os._exit(17)
 docs = make_docs(30, start=100)
 changed = [Document(d.id, d.text + " virus", d.title, d.metadata) for d in make_docs(10)]
@@ -160,7 +160,7 @@ def test_crash_during_ingest_leaves_the_collection_as_before(tmp_path, point):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"}
     p = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 17, p.stderr
-    reopened = Collection.open(tmp_path / "c")
+    reopened = SegmentedCollection.open(tmp_path / "c")
     assert_same_as_fresh_index(reopened, docs, queries)
     assert [p.name for p in (tmp_path / "c" / "segments").iterdir()] == ["00000001"]
     # and it takes the next batch normally
@@ -254,5 +254,5 @@ def test_concurrent_upserts_deletes_and_searches(tmp_path):
     for doc_id in sorted(expected)[::7]:
         assert coll.search([Query("q", f"uniq{doc_id}")], k=3).hits[0][0].doc_id == doc_id
     coll.close()
-    reopened = Collection.open(tmp_path / "c")
+    reopened = SegmentedCollection.open(tmp_path / "c")
     assert reopened.document_ids() == sorted(expected)

@@ -169,13 +169,16 @@ def test_errors(flat, model, tmp_path):
         DenseRetriever.load(tmp_path / "bm25")
     with pytest.raises(NotFound):
         DenseRetriever.load(tmp_path / "nothing-here")
-    # a query encoder whose dimension differs from the index
+    with pytest.raises(IndexMismatch, match="shape"):
+        flat.search_vectors(QUERIES, np.zeros((3, 7), dtype=np.float32))
+
+
+@pytest.mark.slow  # loads the real MiniLM as the query encoder
+def test_query_encoder_of_another_dimension_is_refused(flat, tmp_path):
     flat.save(tmp_path / "dense")
     other = DenseRetriever.load(tmp_path / "dense", device="cpu", model="sentence-transformers/all-MiniLM-L6-v2")
     with pytest.raises(IndexMismatch, match="384-dim"):
         other.search(QUERIES)
-    with pytest.raises(IndexMismatch, match="shape"):
-        flat.search_vectors(QUERIES, np.zeros((3, 7), dtype=np.float32))
 
 
 def test_eval_builds_a_cached_dense_index_once(model, tmp_path, monkeypatch):

@@ -12,7 +12,6 @@ transformers = pytest.importorskip("transformers")
 
 from dense_models import MINILM, TEXTS, tiny_bert_dir, tiny_st_dir  # noqa: E402
 
-from cascade.retrieval.encoders.batching import pad_batch, token_budget_batches  # noqa: E402
 from cascade.retrieval.encoders.dense import DenseEncoder, EncoderConfig  # noqa: E402
 from cascade.retrieval.encoders.late_chunking import ChunkSpec, chunk_embeddings, token_spans  # noqa: E402
 from cascade.retrieval.errors import InvalidInput, NotFound  # noqa: E402
@@ -43,35 +42,10 @@ def _normalized(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-# --- batching ---------------------------------------------------------------------------
-
-
-def test_token_budget_batches_cover_every_index_once_under_budget():
-    rng = np.random.default_rng(0)
-    lengths = rng.integers(1, 300, size=500)
-    batches = token_budget_batches(lengths, max_tokens=2000, max_batch_size=64)
-    flat = np.concatenate(batches)
-    assert sorted(flat.tolist()) == list(range(500))
-    for b in batches:
-        assert len(b) <= 64 and len(b) * lengths[b].max() <= 2000
-    # longest first, and each batch sorted descending
-    assert lengths[batches[0]].max() == lengths.max()
-    assert all(np.all(np.diff(lengths[b]) <= 0) for b in batches)
-    # a sequence over the budget gets a batch of its own
-    assert [b.tolist() for b in token_budget_batches([5000, 3], max_tokens=100)] == [[0], [1]]
-    with pytest.raises(InvalidInput):
-        token_budget_batches([1], max_tokens=0)
-
-
-def test_pad_batch():
-    ids, mask = pad_batch([[5, 6, 7], [8]], pad_id=0)
-    assert ids.tolist() == [[5, 6, 7], [8, 0, 0]]
-    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
-
-
 # --- parity -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the real MiniLM, through both encoders
 def test_minilm_matches_sentence_transformers():
     st = pytest.importorskip("sentence_transformers")
     texts = [t for t in TEXTS if t] * 2 + ["word " * 300]  # the last is truncated at 256 tokens
@@ -141,14 +115,14 @@ def test_token_spans():
     assert token_spans(3, 4, 1) == [(0, 3)]
     assert token_spans(0, 4, 0) == [(0, 0)]
     with pytest.raises(InvalidInput):
-        ChunkSpec("late", 4, 4)
+        ChunkSpec.parse({"method": "late", "max_tokens": 4, "overlap": 4})
 
 
 def test_late_chunking_pools_token_states_of_the_whole_document():
     path = str(tiny_bert_dir())
     enc = DenseEncoder(path, device="cpu", show_progress=False, document_prompt="passage: ")
     text = TEXTS[2]
-    vectors, counts = chunk_embeddings(enc, [text, TEXTS[1]], ChunkSpec("late", size=8, overlap=2))
+    vectors, counts = chunk_embeddings(enc, [text, TEXTS[1]], ChunkSpec(method="late", max_tokens=8, overlap=2))
     # reference: one pass over [CLS] prompt text [SEP], mean over each window of text tokens
     tok = enc.tokenizer
     p_ids = tok("passage: ", add_special_tokens=False)["input_ids"]
@@ -164,7 +138,7 @@ def test_late_chunking_of_documents_longer_than_the_model():
     path = str(tiny_bert_dir())
     enc = DenseEncoder(path, device="cpu", show_progress=False, max_length=16)
     long_text = " ".join(f"word{i}" for i in range(60))
-    vectors, counts = chunk_embeddings(enc, [long_text, ""], ChunkSpec("late", size=10, overlap=0))
+    vectors, counts = chunk_embeddings(enc, [long_text, ""], ChunkSpec(method="late", max_tokens=10, overlap=0))
     n_tokens = len(enc.tokenizer(long_text, add_special_tokens=False)["input_ids"])
     assert counts.tolist() == [len(token_spans(n_tokens, 10, 0)), 1]
     assert vectors.shape == (counts.sum(), 32) and np.all(np.isfinite(vectors))
@@ -174,7 +148,7 @@ def test_naive_chunking_encodes_each_window_alone():
     path = str(tiny_bert_dir())
     enc = DenseEncoder(path, device="cpu", show_progress=False)
     text = "alpha beta gamma delta epsilon zeta eta theta"
-    vectors, counts = chunk_embeddings(enc, [text], ChunkSpec("naive", size=3, overlap=0))
+    vectors, counts = chunk_embeddings(enc, [text], ChunkSpec(method="naive", max_tokens=3, overlap=0))
     # each word is one token in the MiniLM vocab: windows of three words
     expected = enc.encode_documents(["alpha beta gamma", "delta epsilon zeta", "eta theta"])
     assert counts.tolist() == [3]

@@ -11,13 +11,13 @@ import torch
 from safetensors.torch import save_file
 from transformers import BertConfig, BertModel, BertTokenizer
 
+from cascade.eval.presets import resolve_pipeline
 from cascade.rerank.colbert import ColBERTReranker
+from cascade.rerank.registry import RERANKERS
 from cascade.retrieval.encoders.colbert import ColBERTEncoder, detect_format, random_orthonormal
 from cascade.retrieval.errors import InvalidInput
 from cascade.retrieval.late.maxsim import MaxSim
 from cascade.retrieval.late.plaid import PLAIDIndex, SearchParams
-from cascade.retrieval.pipeline import PipelineSpec
-from cascade.retrieval.registry import RERANKERS
 from cascade.retrieval.types import Document, Query
 
 WORDS = "the a stem cell cells grow in bone marrow protein gene virus hello world quick brown fox".split()
@@ -217,6 +217,6 @@ def test_reranker_scores_are_exact_maxsim(parts):
 
 
 def test_colbert_preset_is_valid():
-    spec = PipelineSpec.resolve("colbert")
+    spec = resolve_pipeline("colbert")
     assert spec.retrievers[0].retriever == "colbert"
     assert RERANKERS.get("colbert") is ColBERTReranker

