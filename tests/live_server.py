@@ -1,0 +1,55 @@
+"""``cascade serve`` as a real process on loopback, for the tests that drive it with real clients."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def cascade_serve(data_dir: Path, *args: str, timeout: float = 120) -> Iterator[str]:
+    """Start ``python -m cascade serve --data-dir DATA_DIR --port P ARGS...`` on 127.0.0.1 and
+    yield its base URL once ``/readyz`` answers; the process is stopped on exit.
+
+    Its stderr goes to ``DATA_DIR/serve.log`` (read back into the error when it fails to start).
+    """
+    port = free_port()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log = data_dir / "serve.log"
+    cmd = [sys.executable, "-m", "cascade", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--data-dir", str(data_dir), *args]  # fmt: skip
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"cascade serve did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
