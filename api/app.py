@@ -19,7 +19,7 @@ from cascade.eval.presets import resolve_pipeline
 from . import errors
 from .metrics import Metrics
 from .middleware import ServiceMiddleware
-from .routes import collections, health, models, rag, search
+from .routes import cohere, collections, health, openai, rag, search, tei
 from .schemas import ErrorOut
 from .settings import Settings
 
@@ -44,6 +44,9 @@ def build_engine(
         tokenizer_models=settings.tokenizer_models,
         background_compaction=settings.background_compaction,
         reranker_factory=reranker_factory,
+        rerankers={alias: (m.family, m.checkpoint) for alias, m in settings.rerankers.items()},
+        embedders=settings.embedders,
+        sparse_embedders=settings.sparse_embedders,
     )
     try:
         if settings.indexes:
@@ -80,7 +83,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     metrics = Metrics()
     app.state.settings, app.state.engine, app.state.metrics = settings, engine, metrics
     errors.install(app)
-    for module in (health, collections, search, models, rag):
+    for module in (health, collections, search, openai, cohere, tei, rag):
         app.include_router(module.router)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body=settings.max_request_bytes)
     return app

@@ -229,6 +229,9 @@ def _add_serve(sub) -> None:
         return
     add_serve_parser(sub)
     add_collection_parser(sub)
+    from .mcp import add_mcp_parser  # the `mcp` package itself is imported only when the command runs
+
+    add_mcp_parser(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

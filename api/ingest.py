@@ -1,5 +1,9 @@
 """Documents from request bodies and uploaded files (JSON, NDJSON/JSONL, CSV/TSV, text,
-Markdown, HTML). Plain functions: the routes call them, and so can anything else."""
+Markdown, HTML). Plain functions: the routes call them, and so can anything else.
+
+In JSON and NDJSON, a document object's fields other than ``id`` (or ``_id``), ``text``,
+``title`` and ``metadata`` become metadata (:class:`~cascade.api.schemas.DocumentIn`), as in
+Elasticsearch or Typesense; a key given both ways must carry the same value."""
 
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ _TEXT_TYPES = {
 
 def _problem(e: ValidationError) -> str:
     err = e.errors()[0]
-    return f"{'.'.join(str(p) for p in err['loc']) or 'document'}: {err['msg']}"
+    where = ".".join(str(p) for p in err["loc"])
+    return f"{where}: {err['msg']}" if where else err["msg"]
 
 
 def _document(obj) -> Document:
@@ -42,15 +47,19 @@ def _document(obj) -> Document:
 
 
 def parse_json_documents(body: bytes, source: str = "body") -> list[Document]:
-    """``{"documents": [...]}`` or a bare list of document objects."""
+    """``{"documents": [...]}``, a bare list of document objects, or one document object."""
     try:
         data = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise InvalidInput(f"{source}: invalid JSON ({e})") from None
     if isinstance(data, dict) and set(data) == {"documents"}:
         data = data["documents"]
+    elif isinstance(data, dict) and "documents" not in data and "text" in data:
+        data = [data]  # one document
     if not isinstance(data, list) or not data:
-        raise InvalidInput(f'{source}: expected {{"documents": [...]}} or a non-empty list of documents')
+        raise InvalidInput(
+            f'{source}: expected {{"documents": [...]}}, a non-empty list of documents or one document object'
+        )
     docs = []
     for i, obj in enumerate(data):
         try:

@@ -8,6 +8,11 @@ request ids, body size limits, metrics, and the 500 answer for bugs.
 - ``Server-Timing: app;dur=MS``: the server's time from the request to the response head.
 - A bug (any exception that is not the project's) becomes a JSON 500 carrying the request id;
   the traceback goes to the log, never to the client.
+- First contact: a POST/PUT/PATCH body sent as ``application/x-www-form-urlencoded`` (what
+  ``curl -d`` sends unless told otherwise) or ``text/plain`` (``fetch`` with a string body)
+  is read as JSON when it is valid JSON, and as NDJSON on a ``.../documents`` route when every
+  line is; otherwise it is refused with a 415 that says to send ``Content-Type:
+  application/json``. Real form uploads (``multipart/form-data``) are untouched.
 """
 
 from __future__ import annotations
@@ -25,6 +30,25 @@ from .metrics import Metrics
 log = logging.getLogger("cascade.api")
 
 _SANE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# content types that clients send by default with a body that is usually JSON
+_SNIFFED = ("application/x-www-form-urlencoded", "text/plain")
+_WITH_BODY = ("POST", "PUT", "PATCH")
+
+
+def _json_error(data: bytes) -> str | None:
+    """Why ``data`` is not one JSON document (None when it is)."""
+    try:
+        json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    except json.JSONDecodeError as e:
+        return str(e)
+    return None
+
+
+def _is_ndjson(data: bytes) -> bool:
+    lines = [line for line in data.splitlines() if line.strip()]
+    return len(lines) > 1 and all(_json_error(line) is None for line in lines)
 
 
 def _json_body(status: int, type_: str, message: str) -> bytes:
@@ -42,12 +66,15 @@ class ServiceMiddleware:
         t0 = time.perf_counter()
         rid = None
         length = None
+        ctype = ""
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
                 rid = candidate if _SANE_ID.match(candidate) else None
             elif name == b"content-length":
                 length = value
+            elif name == b"content-type":
+                ctype = value.decode("latin-1").split(";")[0].strip().lower()
         rid = rid or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid
         status = {"code": 500, "started": False}
@@ -78,6 +105,10 @@ class ServiceMiddleware:
                 await self._reply(
                     send_with_id, 413, "PayloadTooLarge", f"request body over the limit of {limit} bytes"
                 )
+            elif ctype in _SNIFFED and scope["method"] in _WITH_BODY:
+                replay = await self._as_json(scope, ctype, counted_receive, send_with_id)
+                if replay is not None:
+                    await self.app(scope, replay, send_with_id)
             else:
                 await self.app(scope, counted_receive, send_with_id)
         except Exception:
@@ -89,6 +120,58 @@ class ServiceMiddleware:
             self.metrics.observe_request(
                 scope["method"], getattr(route, "path", "unmatched"), status["code"], time.perf_counter() - t0
             )
+
+    async def _as_json(self, scope, ctype: str, receive, send):
+        """Read the whole body; when it is JSON (or NDJSON for a documents route) relabel the
+        request and return a ``receive`` that replays the body, else answer and return None."""
+        chunks = []
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return None  # the client went away
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+        except PayloadTooLarge as e:
+            await self._reply(send, 413, "PayloadTooLarge", str(e))
+            return None
+        body = b"".join(chunks)
+        documents = scope["path"].rstrip("/").endswith("/documents")
+        problem = _json_error(body) if body.strip() else None
+        if problem is None:
+            as_type = b"application/json"
+        elif documents and _is_ndjson(body):
+            as_type = b"application/x-ndjson"
+        else:
+            hint = (
+                "; for NDJSON send 'Content-Type: application/x-ndjson' with curl --data-binary "
+                "(curl -d drops the newlines)"
+                if documents
+                else ""
+            )
+            await self._reply(
+                send,
+                415,
+                "UnsupportedMediaType",
+                f"the body came as {ctype} (curl -d's default) and is not JSON ({problem}): send JSON "
+                f"with the header 'Content-Type: application/json' (curl -H 'Content-Type: application/json'){hint}",
+            )
+            return None
+        if body.strip():
+            scope["headers"] = [
+                (n, as_type if n == b"content-type" else v) for n, v in scope["headers"]
+            ]
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return replay
 
     @staticmethod
     async def _reply(send, status: int, type_: str, message: str) -> None:

@@ -1,13 +1,24 @@
-"""Request and response bodies, with their limits. Wire formats follow Cohere (rerank) and
-OpenAI (embeddings); the rest is Cascade's own."""
+"""Request and response bodies, with their limits: Cascade's own. The model endpoints, in the
+wire formats of OpenAI, Cohere and TEI, have theirs in :mod:`api.schemas_models`."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AliasChoices, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from cascade.api.service.config import NAME_PATTERN, check_collection_chunking
+from cascade.api.service.config import NAME_PATTERN, RESERVED_METADATA, check_collection_chunking
 from cascade.retrieval.chunking import ChunkConfig
 
 MAX_QUERY_CHARS = 4096
@@ -77,13 +88,60 @@ class CollectionList(BaseModel):
     collections: list[str]
 
 
+#: A document's own fields; any other field of a document object becomes metadata.
+DOCUMENT_FIELDS = ("id", "_id", "text", "title", "metadata")
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def _fields_to_metadata(data: Any) -> Any:
+    """Fields other than ``DOCUMENT_FIELDS`` move into ``metadata`` (the Elasticsearch /
+    Typesense convention: ``{"id": "a", "text": "...", "year": 2021}`` has metadata
+    ``{"year": 2021}``), merged with an explicit ``metadata`` object. A key in both must have
+    the same value there (else the document is refused: neither silently wins); keys reserved
+    for chunk offsets are refused; values are kept as they are (a filter matches scalars only)."""
+    if not isinstance(data, dict):
+        return data
+    extra = {k: v for k, v in data.items() if k not in DOCUMENT_FIELDS}
+    if not extra:
+        return data
+    meta = data.get("metadata", {})
+    if not isinstance(meta, dict):
+        return data  # the metadata field's own error says what is wrong
+    reserved = [k for k in extra if k in RESERVED_METADATA]
+    if reserved:
+        raise PydanticCustomError(
+            "reserved_field",
+            "field '{key}' would become metadata, but {reserved} are reserved for chunk offsets: rename it",
+            {"key": reserved[0], "reserved": ", ".join(RESERVED_METADATA)},
+        )
+    clash = [k for k in extra if k in meta and not _same(meta[k], extra[k])]
+    if clash:
+        raise PydanticCustomError(
+            "metadata_clash",
+            "field '{key}' is given both as a field and in metadata, with different values: keep one",
+            {"key": clash[0]},
+        )
+    own = {k: v for k, v in data.items() if k in DOCUMENT_FIELDS}
+    return {**own, "metadata": {**extra, **meta}}
+
+
 class DocumentIn(_Strict):
+    """A document: ``id`` (or ``_id``), ``text``, ``title``, ``metadata``; any other field
+    becomes metadata (see :func:`_fields_to_metadata`)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"additionalProperties": True})
+
     id: Annotated[str, StringConstraints(min_length=1, max_length=512)] = Field(
         validation_alias=AliasChoices("id", "_id"), description="the document id (BEIR's `_id` also accepted)"
     )
     text: Annotated[str, StringConstraints(max_length=5_000_000)]
     title: Annotated[str, StringConstraints(max_length=10_000)] = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    _fold = model_validator(mode="before")(_fields_to_metadata)
 
 
 class DocumentsIn(_Strict):
@@ -114,13 +172,102 @@ class DeleteOut(BaseModel):
 # -- search ------------------------------------------------------------------------------
 
 
+MAX_PREFETCHES = 16
+MAX_PREFETCH_LIMIT = 10_000
+# Qdrant Query API fields Cascade does not take, with what to do instead
+_QDRANT_ONLY = {
+    "score_threshold": "cut the hits client-side",
+    "lookup_from": "search the other collection in its own request",
+    "offset": "ask for a larger limit and skip client-side",
+    "with_vector": "Cascade returns no vectors",
+    "shard_key": "Cascade has no shard keys",
+}
+
+
+def _listed(v: Any) -> Any:
+    return [v] if isinstance(v, dict) else v  # Qdrant takes one prefetch object or a list
+
+
+def _no_qdrant_only(data: Any) -> Any:
+    if isinstance(data, dict):
+        for key in data:
+            if key in _QDRANT_ONLY:
+                raise PydanticCustomError(
+                    "unsupported", "Qdrant's '{key}' is not supported: {hint}", {"key": key, "hint": _QDRANT_ONLY[key]}
+                )
+    return data
+
+
+SearchQuery = (
+    QueryText | Annotated[list[QueryText], Field(min_length=1, max_length=MAX_QUERIES)] | dict[str, Any]
+)
+
+
+class Prefetch(_Strict):
+    """One node of a Qdrant-style prefetch tree (:mod:`cascade.api.service.prefetch`)."""
+
+    prefetch: Annotated[
+        list[Prefetch] | None, BeforeValidator(_listed), Field(min_length=1, max_length=MAX_PREFETCHES)
+    ] = None
+    query: SearchQuery | None = Field(
+        None, description='the query text, or {"fusion": "rrf"|"dbsf"|"zscore"|"minmax"}, {"rrf": {"k", "weights"}}, '
+        '{"rerank": NAME} over its prefetches'
+    )
+    using: str | None = Field(None, max_length=200, description="the retriever family to search (bm25, dense, ...)")
+    limit: int = Field(10, ge=1, le=MAX_PREFETCH_LIMIT, description="hits this stage hands up")
+    filter: Filter | None = None
+    params: dict[str, Any] = Field(default_factory=dict, description="search-time parameters of the retriever")
+    index_params: dict[str, Any] | None = Field(
+        None, description="build parameters picking one of several indexes of the family"
+    )
+
+    _unsupported = model_validator(mode="before")(_no_qdrant_only)
+
+
 class SearchIn(_Strict):
     collection: CollectionName
-    query: QueryText | Annotated[list[QueryText], Field(min_length=1, max_length=MAX_QUERIES)]
+    query: SearchQuery | None = Field(
+        None, description="the query text (or texts); with prefetch also a Qdrant query object"
+    )
     pipeline: PipelineArg = None
+    prefetch: Annotated[
+        list[Prefetch] | None, BeforeValidator(_listed), Field(min_length=1, max_length=MAX_PREFETCHES)
+    ] = Field(None, description="a Qdrant-style hybrid query; instead of pipeline")
     k: int = Field(10, ge=1, le=MAX_K)
+    limit: int | None = Field(None, ge=1, le=MAX_K, description="Qdrant's name for k")
     filter: Filter | None = None
     fields: list[Field_] = Field(default=["title", "text"], max_length=3)
+    with_payload: bool | None = Field(
+        None, description='Qdrant\'s: true = "fields": ["title", "text", "metadata"], false = "fields": []'
+    )
+
+    _unsupported = model_validator(mode="before")(_no_qdrant_only)
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SearchIn:
+        if self.with_payload is not None:
+            if "fields" in self.model_fields_set:
+                raise PydanticCustomError("fields_and_payload", "give fields or with_payload (Qdrant's name), not both")
+            self.fields = ["title", "text", "metadata"] if self.with_payload else []
+        if self.pipeline is not None and self.prefetch is not None:
+            raise PydanticCustomError(
+                "pipeline_and_prefetch",
+                "give either pipeline or prefetch, not both: a prefetch tree is a pipeline "
+                "(retrievers, fusion, rerankers) of its own",
+            )
+        if self.limit is not None:
+            if "k" in self.model_fields_set and self.k != self.limit:
+                raise PydanticCustomError("k_and_limit", "k and limit are one setting (limit is Qdrant's name); give one")
+            self.k = self.limit
+        if self.prefetch is None:
+            if self.query is None:
+                raise PydanticCustomError("missing", "query: Field required")
+            if isinstance(self.query, dict):
+                raise PydanticCustomError(
+                    "query_object", "query: a query object ({\"fusion\": ...}) goes with prefetch; "
+                    "without prefetch the query is a text or a list of texts"
+                )
+        return self
 
 
 class HitOut(BaseModel):
@@ -144,63 +291,7 @@ class SearchOut(BaseModel):
     timings_ms: dict[str, float]
 
 
-# -- rerank (Cohere) ---------------------------------------------------------------------
-
-
-class RerankDoc(_Strict):
-    text: Annotated[str, StringConstraints(max_length=100_000)]
-
-
-class RerankIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # Cohere clients send fields we do not use
-    model: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    query: QueryText
-    documents: list[Annotated[str, StringConstraints(max_length=100_000)] | RerankDoc] = Field(
-        min_length=1, max_length=1000
-    )
-    top_n: int | None = Field(None, ge=1, le=1000)
-    return_documents: bool = False
-
-
-class RerankResult(BaseModel):
-    index: int
-    relevance_score: float
-    document: RerankDoc | None = None
-
-
-class RerankOut(BaseModel):
-    id: str
-    results: list[RerankResult]
-    meta: dict[str, Any] = {}
-
-
-# -- embeddings (OpenAI) -----------------------------------------------------------------
-
-
-class EmbeddingsIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    input: (
-        QueryText
-        | Annotated[
-            list[Annotated[str, StringConstraints(min_length=1, max_length=100_000)]],
-            Field(min_length=1, max_length=2048),
-        ]
-    )
-    model: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    encoding_format: Literal["float"] = "float"
-
-
-class Embedding(BaseModel):
-    object: Literal["embedding"] = "embedding"
-    index: int
-    embedding: list[float]
-
-
-class EmbeddingsOut(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[Embedding]
-    model: str
-    usage: dict[str, int]
+# The model endpoints' bodies (OpenAI, Cohere, TEI wire formats) are in api/schemas_models.py.
 
 
 # -- RAG ---------------------------------------------------------------------------------

@@ -43,6 +43,34 @@ def parse_indexes(values: list[str] | None) -> dict[str, Path]:
     return out
 
 
+def parse_models(values: list[str] | None, flag: str, with_family: bool = False) -> dict:
+    """``ALIAS=CHECKPOINT`` pairs (``--embedder``, ``--sparse-embedder``), or with ``with_family``
+    ``ALIAS=FAMILY:CHECKPOINT`` (``--reranker``: FAMILY a reranker of the registry) -> alias ->
+    checkpoint, or alias -> {"family", "checkpoint"}. Checkpoints that are paths are made absolute.
+
+    Raises:
+        InvalidInput: a malformed value, an unknown family or an alias given twice, in one line.
+    """
+    from cascade.rerank.registry import RERANKERS
+
+    shape = "ALIAS=FAMILY:CHECKPOINT" if with_family else "ALIAS=CHECKPOINT"
+    out: dict = {}
+    for v in values or []:
+        alias, sep, rest = v.partition("=")
+        family, checkpoint = rest.partition(":")[::2] if with_family else (None, rest)
+        if not sep or not alias or not checkpoint or (with_family and not family):
+            example = " (e.g. ce=cross-encoder:/models/ce)" if with_family else ""
+            raise InvalidInput(f"{flag} expects {shape}{example}, got {v!r}")
+        if with_family and family not in RERANKERS:
+            raise InvalidInput(f"{flag} {v}: unknown reranker family {family!r}; families: {', '.join(RERANKERS.names())}")
+        if alias in out:
+            raise InvalidInput(f"{flag} {alias} is given twice")
+        if Path(checkpoint).expanduser().is_dir():
+            checkpoint = str(Path(checkpoint).expanduser().resolve())
+        out[alias] = {"family": family, "checkpoint": checkpoint} if with_family else checkpoint
+    return out
+
+
 def cmd_serve(args) -> int:
     from .app import create_app
     from .settings import Settings
@@ -61,6 +89,9 @@ def cmd_serve(args) -> int:
             llm_base_url=args.llm_base_url,
             llm_model=args.llm_model,
             llm_api_key=args.llm_api_key,
+            rerankers=parse_models(args.reranker, "--reranker", with_family=True),
+            embedders=parse_models(args.embedder, "--embedder"),
+            sparse_embedders=parse_models(args.sparse_embedder, "--sparse-embedder"),
         )
     except ValidationError as e:
         raise InvalidInput(f"invalid settings: {e.errors()[0]['msg']}") from None
@@ -100,6 +131,21 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
         help="serve a `cascade index` directory (plain or --shards) as read-only collection NAME (repeatable)",
     )  # fmt: skip
     s.add_argument("--index-pipeline", default="bm25", help="preset the --index collections search by default")
+    m = s.add_argument_group(
+        "served models (OpenAI /v1/embeddings, Cohere /v1|v2/rerank and /v2/embed, TEI /embed /embed_sparse /rerank)"
+    )
+    m.add_argument(
+        "--embedder", action="append", metavar="ALIAS=CHECKPOINT",
+        help="serve a dense embedding model (hub id or directory) as ALIAS (repeatable; the first is TEI's default)",
+    )  # fmt: skip
+    m.add_argument(
+        "--sparse-embedder", action="append", metavar="ALIAS=CHECKPOINT",
+        help="serve a SPLADE masked-LM checkpoint as ALIAS for TEI's /embed_sparse (repeatable)",
+    )  # fmt: skip
+    m.add_argument(
+        "--reranker", action="append", metavar="ALIAS=FAMILY:CHECKPOINT",
+        help="serve a reranker, e.g. ce=cross-encoder:/models/ce (repeatable; families as in pipeline specs)",
+    )  # fmt: skip
     r = s.add_argument_group("Ray Serve (--ray)")
     r.add_argument("--ray", action="store_true", help="serve through Ray Serve: shard and reranker replicas")
     r.add_argument("--ray-address", help="Ray cluster to join (`auto`: the one `ray start` runs); default: a local one")

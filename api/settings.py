@@ -3,11 +3,46 @@ passed to :func:`api.app.create_app`. Nothing here reads the environment."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from cascade.api.service.config import NAME_PATTERN
+from cascade.rerank.registry import RERANKERS
 from cascade.retrieval.models import DEFAULT_DENSE_MODEL
+
+
+def _check_checkpoint(checkpoint: str) -> str:
+    """A checkpoint written as a path (``/``, ``./``, ``../``, ``~``) must be a directory; a hub id
+    is left to load time (it may be cached, or fetched by a user with a network)."""
+    if not checkpoint.strip():
+        raise ValueError("empty checkpoint")
+    if checkpoint.startswith(("/", "./", "../", "~")) and not Path(checkpoint).expanduser().is_dir():
+        raise ValueError(f"checkpoint {checkpoint!r} is not a directory")
+    return checkpoint
+
+
+class RerankerModel(BaseModel):
+    """A served reranker: a family of :data:`cascade.rerank.registry.RERANKERS` and the checkpoint
+    it loads (its ``model`` argument)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    family: str
+    checkpoint: str
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, v: str) -> str:
+        if v not in RERANKERS:
+            raise ValueError(f"unknown reranker family {v!r}; families: {', '.join(RERANKERS.names())}")
+        return v
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _local_checkpoint(cls, v: str) -> str:
+        return _check_checkpoint(v)
 
 
 class Settings(BaseModel):
@@ -20,6 +55,11 @@ class Settings(BaseModel):
         ``/v1/answer`` (``llm_base_url`` ends before ``/chat/completions``, e.g. ``.../v1``).
     indexes, index_pipeline: index directories served as read-only collections, and the preset
         they search with when a request names none.
+    rerankers, embedders, sparse_embedders: served models by alias (``cascade serve --reranker
+        ALIAS=FAMILY:CHECKPOINT``, ``--embedder ALIAS=CHECKPOINT``, ``--sparse-embedder
+        ALIAS=CHECKPOINT``); requests name the alias or the checkpoint. Aliases are unique across
+        the three. ``embedding_models`` and the reranker families (with ``reranker_params``) stay
+        accepted as before.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -39,6 +79,30 @@ class Settings(BaseModel):
     llm_timeout_s: float = Field(60.0, gt=0)
     indexes: dict[str, Path] = Field({}, description="read-only collections: name -> `cascade index` directory")
     index_pipeline: str = Field("bm25", description="preset the read-only collections search by default")
+    rerankers: dict[str, RerankerModel] = Field({}, description="served rerankers: alias -> family and checkpoint")
+    embedders: dict[str, str] = Field({}, description="served dense embedders: alias -> checkpoint")
+    sparse_embedders: dict[str, str] = Field({}, description="served SPLADE (masked-LM) embedders: alias -> checkpoint")
+
+    @field_validator("embedders", "sparse_embedders")
+    @classmethod
+    def _checkpoints(cls, v: dict[str, str]) -> dict[str, str]:
+        for alias, checkpoint in v.items():
+            try:
+                _check_checkpoint(checkpoint)
+            except ValueError as e:
+                raise ValueError(f"model alias {alias!r}: {e}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _aliases(self) -> Settings:
+        seen: set[str] = set()
+        for alias in [*self.rerankers, *self.embedders, *self.sparse_embedders]:
+            if not re.match(NAME_PATTERN, alias):
+                raise ValueError(f"model alias {alias!r}: use letters, digits, '_', '.', '-' (at most 64)")
+            if alias in seen:
+                raise ValueError(f"model alias {alias!r} is given twice (aliases are unique across model kinds)")
+            seen.add(alias)
+        return self
 
     @field_validator("api_keys")
     @classmethod

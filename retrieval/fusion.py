@@ -53,7 +53,35 @@ def _zscore(x: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / sd if sd > 0 else np.zeros_like(x)
 
 
-FUSIONS = {"rrf": rrf, "minmax": _normalized_sum(_minmax), "zscore": _normalized_sum(_zscore)}
+def dbsf(rankings: Sequence[Ranking], weights: Sequence[float], k: int = 60) -> dict[str, float]:
+    """Distribution-based score fusion as Qdrant defines it (``"fusion": "dbsf"``): each list's
+    scores are mapped linearly so that mean - 3 sd -> 0 and mean + 3 sd -> 1 (the sample
+    standard deviation; a one-hit list, or one whose scores are all equal, gives 0.5), not
+    clipped, then summed with the weights.
+
+    Per list that is (z + 3) / 6, an affine map of the z-score, so DBSF ranks like ``zscore``
+    except that (1) a document missing from a list adds 0, which is where z = -3 lands, while
+    ``zscore`` charges it the lowest z-score in that list (typically between -1 and -2),
+    so absence costs more here; (2) the standard deviation is the sample one (n - 1),
+    not the population one."""
+    fused: dict[str, float] = defaultdict(float)
+    for ranking, w in zip(rankings, weights, strict=True):
+        x = np.asarray(ranking.scores, dtype=np.float64)
+        if len(x) == 0:
+            continue
+        sd = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+        norm = (x - (x.mean() - 3 * sd)) / (6 * sd) if sd > 0 else np.full_like(x, 0.5)
+        for doc_id, s in zip(ranking.doc_ids, norm.tolist(), strict=True):
+            fused[doc_id] += w * s
+    return fused
+
+
+FUSIONS = {
+    "rrf": rrf,
+    "minmax": _normalized_sum(_minmax),
+    "zscore": _normalized_sum(_zscore),
+    "dbsf": dbsf,
+}
 
 
 def fuse(

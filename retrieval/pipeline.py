@@ -35,7 +35,7 @@ class RetrieverStage(_Strict):
 
 
 class FusionSpec(_Strict):
-    method: Literal["rrf", "minmax", "zscore"] = "rrf"
+    method: Literal["rrf", "minmax", "zscore", "dbsf"] = "rrf"
     k: int = Field(60, ge=0, description="RRF's rank constant")
 
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from cascade.api.auth import Caller
 from cascade.api.concurrency import run_search
 from cascade.api.schemas import HitOut, QueryResult, SearchIn, SearchOut
+from cascade.api.service.prefetch import compile_prefetch
 
 router = APIRouter(prefix="/v1", tags=["search"])
 
@@ -26,18 +27,19 @@ def _hit(h, fields: set[str]) -> HitOut:
 
 @router.post("/search", response_model=SearchOut, response_model_exclude_none=True)
 async def search(body: SearchIn, request: Request, who: Caller):
+    """One or many queries with a pipeline (a preset or a spec), or a Qdrant-style hybrid query
+    (``prefetch``: retrievers, fusion, rerank stages; see :mod:`cascade.api.service.prefetch`)."""
     who.check(body.collection)
-    texts = [body.query] if isinstance(body.query, str) else body.query
+    engine = request.app.state.engine
     fields = set(body.fields)
+    pipeline, k, stage_where = body.pipeline, body.k, None
+    if body.prefetch is not None:
+        plan = compile_prefetch(body.prefetch, body.query, body.k, engine.collection(body.collection).pipeline)
+        texts, pipeline, k, stage_where = plan.texts, plan.spec, plan.k, plan.stage_where
+    else:
+        texts = [body.query] if isinstance(body.query, str) else body.query
     spec, out = await run_search(
-        request,
-        request.app.state.engine.search,
-        body.collection,
-        texts,
-        body.pipeline,
-        body.k,
-        body.filter,
-        bool(fields),
+        request, engine.search, body.collection, texts, pipeline, k, body.filter, bool(fields), stage_where
     )
     request.app.state.metrics.observe_stages(out.timings_s)
     # per stage, and "total": the pipeline's own time (what the API adds is the rest)

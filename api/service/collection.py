@@ -58,7 +58,7 @@ from .config import (
     trim_depth,
     validate_documents,
 )
-from .filters import compile_filter
+from .filters import Predicate, compile_filter
 from .segment import Segment, SegmentView, Snapshot, SnapshotSearch, build_segment, make_snapshot
 
 log = logging.getLogger(__name__)
@@ -423,6 +423,7 @@ class SegmentedCollection:
         where: Mapping[str, Any] | None = None,
         with_documents: bool = True,
         rerankers: Sequence[Reranker] = (),
+        stage_where: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> SearchOutput:
         """Run a pipeline over the current snapshot.
 
@@ -430,9 +431,12 @@ class SegmentedCollection:
             queries: the queries (non-empty texts).
             pipeline: a spec whose retriever stages this collection indexes (default: its own).
             k: hits per query.
-            where: a metadata filter (:mod:`cascade.api.service.filters`).
+            where: a metadata filter (:mod:`cascade.api.service.filters`) on every stage.
             with_documents: fetch each hit's chunk (text, title, metadata).
             rerankers: loaded rerankers for the spec's reranker stages (built if None).
+            stage_where: one more filter per retriever stage (None: none), in the spec's
+                order, on top of ``where``: a chunk enters stage i's list only if it matches
+                both (a Qdrant-style prefetch's own ``filter``).
 
         Raises:
             IndexMismatch: the pipeline needs an index the collection lacks; InvalidInput: bad filter.
@@ -441,12 +445,14 @@ class SegmentedCollection:
         spec = pipeline or self.config.pipeline
         self.check_stages(spec)
         predicate = compile_filter(where)
+        stage_predicates = _stage_predicates(predicate, stage_where, len(spec.retrievers))
         spec = trim_depth(spec, k)
         with self.lease() as snap:
             if not snap.views:
                 return SearchOutput([[] for _ in queries], {"total": time.perf_counter() - t0})
             ctx = SnapshotSearch(snap, predicate)
-            pipe = Pipeline(spec, [ctx.retriever(stage_key(s)) for s in spec.retrievers], rerankers, docs=ctx)
+            stages = [ctx.retriever(stage_key(s), p) for s, p in zip(spec.retrievers, stage_predicates, strict=True)]
+            pipe = Pipeline(spec, stages, rerankers, docs=ctx)
             out = pipe.search(queries, k)
             t = time.perf_counter()
             hits = [self._hits(r, ctx, with_documents) for r in out.rankings]
@@ -512,6 +518,24 @@ class SegmentedCollection:
             thread.join()
         with self._write:
             self._db.close()
+
+
+def _stage_predicates(
+    common: Predicate | None, stage_where: Sequence[Mapping[str, Any] | None] | None, n: int
+) -> list[Predicate | None]:
+    """Per retriever stage: ``common`` and that stage's own filter, both to hold (None: only ``common``)."""
+    if stage_where is None:
+        return [None] * n
+    if len(stage_where) != n:
+        raise InvalidInput(f"{len(stage_where)} stage filters for {n} retriever stages")
+    out: list[Predicate | None] = []
+    for where in stage_where:
+        own = compile_filter(where)
+        if own is None or common is None:
+            out.append(own)
+        else:
+            out.append(lambda meta, a=common, b=own: a(meta) and b(meta))
+    return out
 
 
 # Test seam: the durability tests kill the process at these points to prove that a crash

@@ -8,6 +8,8 @@ used read-only at inference, so one instance serves concurrent requests).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import importlib
 import json
 import logging
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from cascade.eval.presets import resolve_pipeline
-from cascade.rerank.registry import RERANKERS, RerankerFactory, build_rerankers, load_reranker
+from cascade.rerank.registry import RerankerFactory, build_rerankers, load_reranker
 from cascade.retrieval.base import Reranker
 from cascade.retrieval.errors import Conflict, InvalidInput, MissingDependency, NotFound, require
 from cascade.retrieval.models import DEFAULT_DENSE_MODEL, resolve_model_path
@@ -31,6 +33,14 @@ from cascade.retrieval.types import Document, Query
 from .collection import SegmentedCollection
 from .config import CollectionConfig, SearchOutput, check_name
 from .context import PackedContext, pack_context, whitespace_tokens
+from .models import (
+    ModelCatalog,
+    ServedModel,
+    check_lengths,
+    prompt_for,
+    truncate_dimensions,
+    truncate_to_tokens,
+)
 from .protocol import Collection, WritableCollection
 
 log = logging.getLogger(__name__)
@@ -45,6 +55,8 @@ class Engine:
     background_compaction: merge segments in a thread (else inline, after the write).
     reranker_factory: builds a reranker from (registry name, params); default: loaded in this
         process. The Ray deployment passes one that scores on reranker replicas.
+    rerankers, embedders, sparse_embedders: served models by alias (alias -> (family, checkpoint)
+        for rerankers, alias -> checkpoint otherwise); see :class:`.models.ModelCatalog`.
     """
 
     def __init__(
@@ -55,11 +67,15 @@ class Engine:
         tokenizer_models: Sequence[str] = (DEFAULT_DENSE_MODEL,),
         background_compaction: bool = True,
         reranker_factory: RerankerFactory | None = None,
+        rerankers: Mapping[str, tuple[str, str]] | None = None,
+        embedders: Mapping[str, str] | None = None,
+        sparse_embedders: Mapping[str, str] | None = None,
     ):
         self.root = Path(data_dir) / "collections"
         self.root.mkdir(parents=True, exist_ok=True)
         self.reranker_params = {k: dict(v) for k, v in (reranker_params or {}).items()}
         self.embedding_models, self.tokenizer_models = list(embedding_models), list(tokenizer_models)
+        self.models = ModelCatalog(rerankers, embedders, sparse_embedders, self.embedding_models, self.reranker_params)
         self.background_compaction = background_compaction
         self._make_reranker = reranker_factory or load_reranker
         self._lock = threading.Lock()
@@ -153,12 +169,15 @@ class Engine:
         k: int = 10,
         where: Mapping[str, Any] | None = None,
         with_documents: bool = True,
+        stage_where: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> tuple[PipelineSpec, SearchOutput]:
+        """``stage_where``: a filter per retriever stage on top of ``where`` (a prefetch's own)."""
         coll = self.collection(collection)
         spec = resolve_pipeline(pipeline, coll.pipeline, allow_files=False)
         coll.check_stages(spec)
         queries = [Query(str(i), t) for i, t in enumerate(texts)]
-        return spec, coll.search(queries, spec, k, where, with_documents, rerankers=self.rerankers(spec))
+        extra = {"stage_where": stage_where} if stage_where is not None else {}
+        return spec, coll.search(queries, spec, k, where, with_documents, rerankers=self.rerankers(spec), **extra)
 
     def context(
         self,
@@ -184,18 +203,15 @@ class Engine:
                 self._models[key] = load()
             return self._models[key]
 
-    def reranker(self, name: str) -> Any:
-        """Raises: InvalidInput naming the installed rerankers (or saying none is)."""
-        if name not in RERANKERS:
-            installed = ", ".join(RERANKERS.names())
-            raise InvalidInput(
-                f"unknown reranker model {name!r}; installed: {installed}"
-                if installed
-                else f"no reranker is installed, so {name!r} is not available (rerankers register in RERANKERS)"
-            )
-        params = self.reranker_params.get(name, {})
-        key = f"reranker:{name}:{json.dumps(params, sort_keys=True)}"
-        return self._model(key, lambda: self._make_reranker(name, params))
+    def reranker(self, name: str | None) -> Any:
+        """The reranker ``name`` resolves to (:meth:`.models.ModelCatalog.reranker`), loaded once.
+
+        Raises: NotFound naming the served rerankers, or InvalidInput naming the installed
+        families when the server has no reranker aliases (as before aliases).
+        """
+        family, params = self.models.reranker(name)
+        key = f"reranker:{family}:{json.dumps(params, sort_keys=True)}"
+        return self._model(key, lambda: self._make_reranker(family, params))
 
     def rerankers(self, spec: PipelineSpec) -> list[Reranker]:
         """The spec's rerankers, each loaded once per (family, params) and shared."""
@@ -206,28 +222,158 @@ class Engine:
 
         return build_rerankers(spec, shared)
 
-    def rerank(self, model: str, query: str, texts: Sequence[str], top_n: int | None = None) -> list[tuple[int, float]]:
-        """Cohere-style: (index into ``texts``, score), best first, ties by index."""
+    def rerank(
+        self,
+        model: str | None,
+        query: str,
+        texts: Sequence[str],
+        top_n: int | None = None,
+        max_tokens_per_doc: int | None = None,
+    ) -> list[tuple[int, float]]:
+        """Cohere-style: (index into ``texts``, score), best first, ties by index.
+
+        ``max_tokens_per_doc`` cuts each text first (:func:`.models.truncate_to_tokens`: the
+        reranker's tokenizer, or words for a reranker without one).
+        """
         reranker = self.reranker(model)
+        if max_tokens_per_doc is not None:
+            texts = truncate_to_tokens(texts, max_tokens_per_doc, getattr(reranker, "tokenizer", None))
         docs = [Document(f"{i:08d}", t) for i, t in enumerate(texts)]
         ranking = reranker.rerank(Query("q", query), docs, top_n)
         return [(int(d), float(s)) for d, s in zip(ranking.doc_ids, ranking.scores, strict=True)]
 
-    def embed(self, model: str, texts: Sequence[str]) -> np.ndarray:
-        """Vectors from the dense encoder (``cascade.retrieval.encoders.dense``), when it is installed.
+    def served_models(self) -> list[ServedModel]:
+        return self.models.served()
 
-        Raises: InvalidInput (model not allowed), MissingDependency (no dense encoder here).
-        """
-        if model not in self.embedding_models:
-            raise InvalidInput(f"embedding model {model!r} is not served; available: {', '.join(self.embedding_models)}")
+    def served_model(self, name: str) -> ServedModel:
+        """Raises: NotFound naming the served models."""
+        return self.models.get(name)
+
+    def _encoder(self, checkpoint: str) -> Any:
         try:
             encode = importlib.import_module("cascade.retrieval.encoders.dense")
         except ImportError as e:
             raise MissingDependency(
                 f"embeddings need the dense encoder (cascade.retrieval.encoders.dense), which this installation lacks: {e}"
             ) from None
-        encoder = self._model(f"encoder:{model}", lambda: encode.DenseEncoder(model=model, show_progress=False))
-        return np.asarray(encoder.encode(list(texts)), dtype=np.float32)
+        return self._model(f"encoder:{checkpoint}", lambda: encode.DenseEncoder(model=checkpoint, show_progress=False))
+
+    def embed(self, model: str, texts: Sequence[str]) -> np.ndarray:
+        """Vectors from the dense encoder (``cascade.retrieval.encoders.dense``), when it is installed.
+
+        Raises: InvalidInput or NotFound (model not served), MissingDependency (no dense encoder here).
+        """
+        return self.embed_texts(model, texts).vectors
+
+    def embed_texts(
+        self,
+        model: str | None,
+        texts: Sequence[str],
+        *,
+        side: str | None = None,
+        prompt_name: str | None = None,
+        dimensions: int | None = None,
+        normalize: bool | None = None,
+        truncate: bool = True,
+        max_tokens: int | None = None,
+    ) -> Embedded:
+        """Dense vectors and the tokens the model read, for the embedding endpoints.
+
+        Args:
+            model: a served embedder (alias or checkpoint); ``None``: the first served.
+            side: ``"query"`` / ``"document"``: the encoder's query or document prompt.
+            prompt_name: a prompt of the model's sentence-transformers config (TEI).
+            dimensions: Matryoshka: keep the first coordinates, re-normalized when the
+                vectors are normalized.
+            normalize: ``None``: as the model does; ``True``: L2-normalized; ``False``: the raw
+                pooled vector (TEI's ``normalize=false``).
+            truncate: ``False`` refuses an input over the model's maximum length.
+            max_tokens: cut each input to this many tokens, special tokens included (Cohere).
+
+        Returns:
+            :class:`Embedded`: ``tokens`` counts the model's tokens as encoded (prompt and
+            special tokens included, after truncation), summed over the inputs.
+
+        Raises:
+            InvalidInput: ``dimensions`` above the model's width, an unknown prompt name, an
+                input too long with ``truncate=False``; NotFound / InvalidInput: model not served.
+        """
+        model = self.models.default("embedding").id if model is None else model
+        checkpoint = self.models.embedder(model)
+        encoder = self._encoder(checkpoint)
+        width = getattr(encoder, "dim", None)
+        if dimensions is not None and width is not None and dimensions > width:
+            raise InvalidInput(f"dimensions={dimensions} is above the width of model {model!r} ({width})")
+        config = getattr(encoder, "config", None)
+        model_normalizes = bool(getattr(config, "normalize", False))
+        if not hasattr(encoder, "tokenize"):
+            # an encoder that implements only encode(texts): no prompts, usage in whitespace words
+            vectors = np.asarray(encoder.encode(list(texts)), dtype=np.float32)
+            tokens = sum(whitespace_tokens(t) for t in texts)
+        else:
+            prompt = prompt_for(prompt_name, side, config, lambda: _named_prompts(checkpoint))
+            if not truncate:
+                check_lengths(_untruncated_lengths(encoder, texts, prompt), encoder.max_length)
+            ids = encoder.tokenize(list(texts), prompt)
+            if max_tokens is not None:
+                keep = max(max_tokens - len(encoder.suffix_ids), len(encoder.prefix_ids) + 1)
+                ids = [seq if len(seq) <= max_tokens else seq[:keep] + encoder.suffix_ids for seq in ids]
+            if normalize is False and model_normalizes:
+                encoder = self._model(f"encoder-raw:{checkpoint}", lambda: _without_normalize(encoder))
+            vectors = encoder.embed_ids(ids)
+            tokens = sum(len(seq) for seq in ids)
+        normalized = model_normalizes if normalize is None else normalize
+        renormalize = normalized and (dimensions is not None or (normalize is True and not model_normalizes))
+        return Embedded(truncate_dimensions(vectors, dimensions, renormalize), tokens, checkpoint)
+
+    def _splade(self, checkpoint: str) -> Any:
+        from cascade.retrieval.encoders.splade import SpladeConfig, SpladeEncoder
+
+        return self._model(f"splade:{checkpoint}", lambda: SpladeEncoder(SpladeConfig(model=checkpoint)))
+
+    def embed_sparse(
+        self, model: str | None, texts: Sequence[str], truncate: bool = True
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """SPLADE document vectors (:class:`cascade.retrieval.encoders.splade.SpladeEncoder`, its
+        default document length, 256 tokens): (vocabulary ids ascending, weights) per text.
+
+        Raises: NotFound (no such sparse model), InvalidInput (too long with ``truncate=False``).
+        """
+        checkpoint = self.models.sparse_embedder(model)
+        encoder = self._splade(checkpoint)
+        if not truncate:
+            tok = self._model(
+                f"hf-tokenizer:{checkpoint}",
+                lambda: require("transformers", "models").AutoTokenizer.from_pretrained(resolve_model_path(checkpoint)),
+            )
+            check_lengths([len(i) for i in tok(list(texts))["input_ids"]], encoder.config.max_length)
+        matrix = encoder.encode_documents(list(texts))
+        return [
+            (matrix.indices[a:b].copy(), matrix.data[a:b].copy())
+            for a, b in zip(matrix.indptr[:-1], matrix.indptr[1:], strict=True)
+        ]
+
+    def similarity(
+        self, model: str | None, source: str, sentences: Sequence[str], prompt_name: str | None = None
+    ) -> list[float]:
+        """Cosine similarity of ``source`` to each sentence (TEI's ``/similarity``)."""
+        vectors = self.embed_texts(model, [source, *sentences], prompt_name=prompt_name, normalize=True).vectors
+        return (vectors[1:] @ vectors[0]).astype(float).tolist()
+
+    def model_info(self) -> dict[str, Any]:
+        """The default model (the first served embedder, else the first reranker) as TEI's ``/info``
+        describes it: ``id``, ``kind``, ``checkpoint``, ``max_input_length``, ``pooling``."""
+        kinds = {m.kind for m in self.models.served()}
+        first = self.models.default("reranking" if "embedding" not in kinds and "reranking" in kinds else "embedding")
+        info: dict[str, Any] = {"id": first.id, "kind": first.kind, "checkpoint": first.checkpoint or first.id}
+        if first.kind == "embedding":
+            encoder = self._encoder(self.models.embedder(first.id))
+            info["max_input_length"] = getattr(encoder, "max_length", None)
+            info["pooling"] = getattr(getattr(encoder, "config", None), "pooling", None)
+        else:
+            reranker = self.reranker(first.id)
+            info["max_input_length"] = getattr(getattr(reranker, "policy", None), "max_length", None)
+        return info
 
     def token_counter(self, tokenizer: str | None) -> Callable[[str], int]:
         """Whitespace tokens, or the tokenizer of an allowed model."""
@@ -256,6 +402,38 @@ class Engine:
             colls, self._collections = list(self._collections.values()), {}
         for c in colls:
             c.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Embedded:
+    """Vectors (float32, one row per input), the tokens read (summed), and the checkpoint used."""
+
+    vectors: np.ndarray
+    tokens: int
+    checkpoint: str
+
+
+def _named_prompts(checkpoint: str) -> dict[str, str]:
+    """The prompts a sentence-transformers model declares by name (TEI's ``prompt_name``)."""
+    from cascade.retrieval.encoders.st_config import read_model_json
+
+    config = read_model_json(resolve_model_path(checkpoint), "config_sentence_transformers.json") or {}
+    return dict(config.get("prompts") or {})
+
+
+def _untruncated_lengths(encoder: Any, texts: Sequence[str], prompt: str) -> list[int]:
+    texts = [prompt + t for t in texts]
+    if encoder.config.do_lower_case:
+        texts = [t.lower() for t in texts]
+    return [len(i) for i in encoder.tokenizer(texts, return_attention_mask=False)["input_ids"]]
+
+
+def _without_normalize(encoder: Any) -> Any:
+    """The same encoder (model, tokenizer and replicas shared) returning the pooled vector
+    unnormalized: a shallow copy whose config says ``normalize=False``."""
+    raw = copy.copy(encoder)
+    raw.config = dataclasses.replace(encoder.config, normalize=False)
+    return raw
 
 
 def _validated_config(name: str, spec: PipelineSpec, chunking: Any, compaction: Any) -> CollectionConfig:

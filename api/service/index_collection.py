@@ -103,6 +103,7 @@ class IndexCollection:
         where: Mapping[str, Any] | None = None,
         with_documents: bool = True,
         rerankers: Sequence[Reranker] = (),
+        stage_where: Sequence[Mapping[str, Any] | None] | None = None,
     ) -> SearchOutput:
         """Run a pipeline over the directory's indexes; as :meth:`.collection.SegmentedCollection.search`.
 
@@ -111,7 +112,7 @@ class IndexCollection:
             (whole-document indexes built offline carry no filterable catalog).
         """
         t0, cpu0 = time.perf_counter(), time.thread_time()
-        if where:
+        if where or any(stage_where or ()):
             raise InvalidInput(f"collection {self.name!r} is a read-only index: metadata filters are not supported")
         spec = trim_depth(pipeline or self.pipeline, k)
         self.check_stages(spec)

@@ -44,7 +44,10 @@ class Collection(Protocol):
         where: Mapping[str, Any] | None = None,
         with_documents: bool = True,
         rerankers: Sequence[Reranker] = (),
-    ) -> SearchOutput: ...
+        stage_where: Sequence[Mapping[str, Any] | None] | None = None,
+    ) -> SearchOutput:
+        """``stage_where``: one more filter per retriever stage, on top of ``where``."""
+        ...
 
     def get_document(self, doc_id: str) -> dict[str, Any]: ...
 

@@ -181,21 +181,26 @@ class SnapshotSearch:
         self.origin: dict[str, Segment] = {}  # live chunk ids are unique within a snapshot
         self._origin_lock = threading.Lock()
 
-    def retriever(self, key: str) -> _StageRetriever:
-        return _StageRetriever(self, key)
+    def retriever(self, key: str, predicate: Predicate | None = None) -> _StageRetriever:
+        """The stage retriever of index ``key``; ``predicate``: this stage's own filter
+        (a per-prefetch filter), instead of the search's."""
+        return _StageRetriever(self, key, self.predicate if predicate is None else predicate)
 
-    def _keep(self, view: SegmentView, chunk_id: str) -> bool:
+    def _keep(self, view: SegmentView, chunk_id: str, predicate: Predicate | None) -> bool:
         i = view.segment.position[chunk_id]
-        return bool(view.live[i]) and (self.predicate is None or self.predicate(view.segment.metadata[i]))
+        return bool(view.live[i]) and (predicate is None or predicate(view.segment.metadata[i]))
 
     def search_segment(
-        self, view: SegmentView, key: str, queries: Sequence[Query], k: int, kwargs: dict
+        self, view: SegmentView, key: str, queries: Sequence[Query], k: int, kwargs: dict,
+        predicate: Predicate | None = None,
     ) -> list[Ranking]:
-        """Each query's top ``k`` live (and, with a filter, matching) chunks of one segment."""
-        fetch = k + view.num_dead if self.predicate is None else max(4 * k, k + view.num_dead)
+        """Each query's top ``k`` live (and, with a filter, matching) chunks of one segment;
+        ``predicate`` (default: the search's) is the filter."""
+        predicate = self.predicate if predicate is None else predicate
+        fetch = k + view.num_dead if predicate is None else max(4 * k, k + view.num_dead)
         retr = view.segment.retrievers[key]
         stats = self.snapshot.stats.get(key)
-        return search_part(retr, queries, k, stats, lambda d: self._keep(view, d), fetch, **kwargs)
+        return search_part(retr, queries, k, stats, lambda d: self._keep(view, d, predicate), fetch, **kwargs)
 
     def get_many(self, ids: Sequence[str]) -> list[Document]:
         """Chunks by id, in the order given (ids this search did not return are skipped)."""
@@ -214,13 +219,13 @@ class SnapshotSearch:
 class _StageRetriever:
     """The retriever a :class:`Pipeline` stage sees: every segment, merged by score."""
 
-    def __init__(self, ctx: SnapshotSearch, key: str):
-        self.ctx, self.key = ctx, key
+    def __init__(self, ctx: SnapshotSearch, key: str, predicate: Predicate | None = None):
+        self.ctx, self.key, self.predicate = ctx, key, predicate
 
     def search(self, queries: Sequence[Query], k: int = 10, **kwargs) -> list[Ranking]:
         per_segment = []
         for view in self.ctx.snapshot.views:
-            rankings = self.ctx.search_segment(view, self.key, queries, k, kwargs)
+            rankings = self.ctx.search_segment(view, self.key, queries, k, kwargs, self.predicate)
             with self.ctx._origin_lock:
                 for r in rankings:
                     self.ctx.origin.update(dict.fromkeys(r.doc_ids, view.segment))
