@@ -7,8 +7,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -20,6 +21,31 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
+def cascade_process(
+    args: list[str], log: Path, ready: Callable[[], bool], timeout: float = 120, **popen: Any
+) -> Iterator[subprocess.Popen]:
+    """Run ``python -m cascade ARGS...`` (stderr to ``log``) until ``ready()`` holds, yield the
+    process, and stop it on exit; a process that exits or misses ``timeout`` fails with its log."""
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "cascade", *args], stdout=subprocess.DEVNULL, stderr=err,
+                                **popen)  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"cascade {args[0]} did not start: {log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@contextlib.contextmanager
 def cascade_serve(data_dir: Path, *args: str, timeout: float = 120) -> Iterator[str]:
     """Start ``python -m cascade serve --data-dir DATA_DIR --port P ARGS...`` on 127.0.0.1 and
     yield its base URL once ``/readyz`` answers; the process is stopped on exit.
@@ -28,28 +54,14 @@ def cascade_serve(data_dir: Path, *args: str, timeout: float = 120) -> Iterator[
     """
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
-    log = data_dir / "serve.log"
-    cmd = [sys.executable, "-m", "cascade", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--data-dir", str(data_dir), *args]  # fmt: skip
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"cascade serve did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
+
+    def ready() -> bool:
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+            return httpx.get(url + "/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    args = ("serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), *args)
+    with cascade_process(list(args), data_dir / "serve.log", ready, timeout):
+        yield url

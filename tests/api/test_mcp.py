@@ -8,12 +8,11 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from conftest import write_beir
-from live_server import free_port
+from live_server import cascade_process, free_port
 
 from cascade.api.app import build_engine
 from cascade.api.cli import main
@@ -244,27 +243,16 @@ def test_stdio_rerank_scores_with_a_local_cross_encoder(data, tmp_path):
 def _http_server(data_dir: Path, *args: str):
     port = free_port()
     log = data_dir.parent / f"mcp-http-{port}.log"
-    cmd = [sys.executable, "-m", "cascade", "mcp", "--transport", "http", "--host", "127.0.0.1",
-           "--port", str(port), "--data-dir", str(data_dir), *args]  # fmt: skip
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                cwd=data_dir, env={**os.environ, **OFFLINE})  # fmt: skip
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"cascade mcp did not start: {log.read_text()[-3000:]}")
-            time.sleep(0.1)
+
+    def listening() -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+        return False
+
+    args = ("mcp", "--transport", "http", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), *args)
+    with cascade_process(list(args), log, listening, TIMEOUT, stdin=subprocess.DEVNULL, cwd=data_dir,
+                         env={**os.environ, **OFFLINE}):  # fmt: skip
         yield f"http://127.0.0.1:{port}/mcp", log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
 
 
 def test_streamable_http_lists_tools_and_searches(data, tmp_path):
