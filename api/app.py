@@ -19,7 +19,7 @@ from cascade.eval.presets import resolve_pipeline
 from . import errors
 from .metrics import Metrics
 from .middleware import ServiceMiddleware
-from .routes import cohere, collections, health, openai, rag, search, tei
+from .routes import cohere, collections, console, health, openai, rag, search, tei
 from .schemas import ErrorOut
 from .settings import Settings
 
@@ -78,12 +78,13 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
         version="0.1.0",
         description="Retrieval and reranking: collections, search pipelines, rerank, embeddings, RAG context.",
         lifespan=lifespan,
-        responses={code: {"model": ErrorOut} for code in (401, 403, 404, 409, 413, 422, 500, 501, 503)},
+        responses={code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422, 500, 501, 503, 504)},
     )
     metrics = Metrics()
     app.state.settings, app.state.engine, app.state.metrics = settings, engine, metrics
     errors.install(app)
-    for module in (health, collections, search, openai, cohere, tei, rag):
+    # search first: a request is matched against the routes in order, and /v1/search is the hot one
+    for module in (search, health, collections, openai, cohere, tei, rag, console):
         app.include_router(module.router)
     app.add_middleware(ServiceMiddleware, metrics=metrics, max_body=settings.max_request_bytes)
     return app

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cascade.api.stdout import json_only_stdout, print_json
 from cascade.eval.presets import resolve_pipeline
 from cascade.retrieval.errors import CascadeError, InvalidInput
 
@@ -34,10 +35,6 @@ def _kv(pairs: Sequence[str]) -> dict:
     return out
 
 
-def _print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-
-
 # -- eval ------------------------------------------------------------------------------------
 
 
@@ -47,11 +44,13 @@ def cmd_eval(args) -> int:
     from cascade.eval.metrics import parse_metrics
     from cascade.eval.trec import read_run
 
+    if args.rerank_depths is not None or args.plot is not None or args.warm:
+        return _eval_depth_sweep(args)
     metrics = parse_metrics(args.metrics)
     dataset = load_dataset(args.dataset, args.split)
     if args.run:
         run = read_run(args.run)
-        agg, pq = score_run(dataset, run, metrics, args.per_query or bool(args.compare))
+        agg, pq = score_run(dataset, run, metrics, args.per_query or bool(args.compare or args.report))
         report = {
             "dataset": dataset.name, "split": dataset.split, "pipeline": f"run:{args.run}",
             "num_queries": len(dataset.queries), "metrics": agg, "timings_s": {},
@@ -60,13 +59,15 @@ def cmd_eval(args) -> int:
         if not args.pipeline:
             raise InvalidInput("give --pipeline NAME_OR_FILE or --run FILE")
         spec = resolve_pipeline(args.pipeline)
-        rep, run = evaluate_pipeline(dataset, spec, metrics, args.run_out, args.per_query or bool(args.compare))
+        with_pq = args.per_query or bool(args.compare or args.report)
+        rep, run = evaluate_pipeline(dataset, spec, metrics, args.run_out, with_pq)
         report, pq = rep.to_json(), rep.per_query
         report.pop("per_query", None)
     if args.compare:
         from cascade.eval.significance import paired_t_test, randomization_test
 
-        other, base_pq = score_run(dataset, read_run(args.compare), metrics, True)
+        base_run = read_run(args.compare)
+        other, base_pq = score_run(dataset, base_run, metrics, True)
         report["significance"] = {
             m: {
                 "baseline": str(args.compare),
@@ -76,10 +77,16 @@ def cmd_eval(args) -> int:
             }
             for m in metrics
         }
+    if args.report:
+        from cascade.eval.run_report import Scored, write_eval_report
+
+        system = Scored(report["pipeline"], report["metrics"], pq, run)
+        base = Scored(f"run:{args.compare.name}", other, base_pq, base_run) if args.compare else None
+        report["report"] = str(write_eval_report(args.report, dataset, report, system, base))
     if args.per_query:
         report["per_query"] = pq
     if args.json:
-        _print_json(report)
+        print_json(report)
     else:
         print(f"{report['dataset']} [{report['split']}] {report['pipeline']}: {report['num_queries']} queries")
         for m, v in report["metrics"].items():
@@ -88,6 +95,46 @@ def cmd_eval(args) -> int:
             print(f"  {m:<12} {v:.4f}{extra}")
         for t, v in report["timings_s"].items():
             print(f"  {t:<28} {v:.3f}")
+        if "report" in report:
+            print(f"  report: {report['report']}")
+    return 0
+
+
+def _eval_depth_sweep(args) -> int:
+    """``cascade eval --rerank-depths``: the last reranker at each depth over one first-stage run."""
+    from cascade.eval.datasets import load_dataset
+    from cascade.eval.depth_sweep import parse_depths, plot_sweep, sweep_rerank_depths
+    from cascade.eval.metrics import parse_metrics
+
+    if args.rerank_depths is None:
+        raise InvalidInput("--plot and --warm go with a depth sweep: give --rerank-depths too")
+    clash = [flag for flag, v in (("--run", args.run), ("--compare", args.compare), ("--run-out", args.run_out),
+                                  ("--per-query", args.per_query), ("--report", args.report)) if v]  # fmt: skip
+    if clash:
+        raise InvalidInput(f"--rerank-depths does not combine with {', '.join(clash)}")
+    if not args.pipeline:
+        raise InvalidInput("--rerank-depths needs --pipeline NAME_OR_FILE (a pipeline with a reranker)")
+    depths = parse_depths(args.rerank_depths)
+    metrics = parse_metrics(args.metrics)
+    spec = resolve_pipeline(args.pipeline)
+    dataset = load_dataset(args.dataset, args.split)
+    report = sweep_rerank_depths(dataset, spec, depths, metrics, warm=args.warm)
+    out = report.to_json()
+    if args.plot is not None:
+        out["plot"] = str(plot_sweep(report, args.plot))
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"{out['dataset']} [{out['split']}] {out['pipeline']}: {out['num_queries']} queries, "
+          f"reranker {out['reranker']} at each depth over one first-stage run")  # fmt: skip
+    print(f"  {'depth':>7}  " + "  ".join(f"{m:>12}" for m in metrics) + f"  {'ms/query':>9}  p({metrics[0]})")
+    print(f"  {'first':>7}  " + "  ".join(f"{out['first_stage']['metrics'][m]:>12.4f}" for m in metrics))
+    for d in out["depths"]:
+        p = d["significance"][metrics[0]]["randomization_p"]
+        cells = "  ".join(f"{d['metrics'][m]:>12.4f}" for m in metrics)
+        print(f"  {d['depth']:>7}  {cells}  {d['rerank_ms_per_query']:>9.1f}  {p:.4f}")
+    if "plot" in out:
+        print(f"  plot: {out['plot']}")
     return 0
 
 
@@ -97,12 +144,44 @@ def cmd_eval(args) -> int:
 def cmd_bench(args) -> int:
     from cascade.eval.bench import run_benchmark
 
-    result = run_benchmark(args.name, args.dataset, device=args.device, **_kv(args.opt))
+    result = run_benchmark(args.name, args.dataset, device=args.device, plot=args.plot, **_kv(args.opt))
+    if args.report:
+        from cascade.eval.report import result_report
+
+        images = [args.plot] if args.plot is not None and Path(args.plot).is_file() else []
+        result["report"] = str(result_report(args.report, f"Benchmark: {args.name}", result, images))
     if args.json:
-        _print_json(result)
+        print_json(result)
     else:
         print(json.dumps(result, indent=2))
     return 0
+
+
+# -- reproduce -------------------------------------------------------------------------------
+
+
+def cmd_reproduce(args) -> int:
+    from cascade.eval.reproduce import load_matrix, markdown_table, run_rows, select, shared_dir, text_table
+
+    matrix = load_matrix(args.matrix) if args.matrix else load_matrix()
+    if args.table:
+        print(markdown_table(matrix))
+        return 0
+    only = [n.strip() for n in (args.only or "").split(",") if n.strip()]
+    rows = select(matrix, only, ci=args.ci)
+    if not rows:
+        raise InvalidInput("no rows selected")
+    results = run_rows(matrix, rows, shared_dir(args.shared))
+    passed = all(r["pass"] for r in results)
+    if args.report:
+        from cascade.eval.reproduce import write_matrix_report
+
+        write_matrix_report(args.report, results)
+    if args.json:
+        print_json({"matrix": str(args.matrix or "builtin"), "rows": results, "pass": passed})
+    else:
+        print(text_table(results))
+    return 0 if passed else 1
 
 
 # -- index / search ----------------------------------------------------------------------------
@@ -127,7 +206,7 @@ def cmd_index(args) -> int:
     index_set.build(spec)
     n = len(index_set.docstore())
     result = {"index": str(args.out), "pipeline": spec.name, "num_docs": n}
-    _print_json(result) if args.json else print(f"indexed {n} documents into {args.out} for {spec.name}")
+    print_json(result) if args.json else print(f"indexed {n} documents into {args.out} for {spec.name}")
     return 0
 
 
@@ -157,7 +236,7 @@ def cmd_search(args) -> int:
                  "text": by_id[h.doc_id].text[:300] if h.doc_id in by_id else ""} for h in ranking]  # fmt: skip
         results.append({"query": q.text, "hits": hits})
     if args.json:
-        _print_json({"pipeline": spec.name, "results": results, "timings_s": out.timings_s})
+        print_json({"pipeline": spec.name, "results": results, "timings_s": out.timings_s})
     else:
         for r in results:
             print(f"query: {r['query']}")
@@ -184,7 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--run", type=Path, help="evaluate this TREC run file instead of running a pipeline")
     e.add_argument("--compare", type=Path, help="a baseline TREC run: add paired significance tests")
     e.add_argument("--per-query", action="store_true", help="include per-query values")
+    e.add_argument("--report", type=Path, metavar="DIR", help="write an HTML report with plots (index.html + PNGs)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--rerank-depths", metavar="D1,D2,...",
+                   help="sweep the pipeline's last reranker over these depths, on one first-stage run")
+    e.add_argument("--plot", type=Path, metavar="FILE.png", help="with --rerank-depths: metric and cost vs depth")
+    e.add_argument("--warm", action="store_true",
+                   help="with --rerank-depths: one untimed run at the deepest depth first (fills a reranker's cache)")
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmark against a reference tool in the same process")
@@ -192,8 +277,20 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--dataset", required=True)
     b.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the benchmark's choice)")
     b.add_argument("--opt", action="append", metavar="KEY=VALUE", help="benchmark option (repeatable)")
+    b.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw the benchmark's figure (matplotlib)")
+    b.add_argument("--report", type=Path, metavar="DIR", help="write the result (and --plot's figure) as an HTML report")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench)
+
+    r = sub.add_parser("reproduce", help="run the reproduction matrix: expected vs measured figures")
+    r.add_argument("--only", help="comma-separated condition names (default: all)")
+    r.add_argument("--ci", action="store_true", help="only the conditions marked fast enough for CI")
+    r.add_argument("--matrix", type=Path, help="a matrix YAML file (default: the one shipped)")
+    r.add_argument("--shared", help="the folder {shared} stands for (default: $CASCADE_SHARED or ../shared)")
+    r.add_argument("--table", action="store_true", help="print the matrix as the README's Markdown table")
+    r.add_argument("--report", type=Path, help="also write an HTML report with a plot to this directory")
+    r.add_argument("--json", action="store_true", help="print one JSON object with one entry per row")
+    r.set_defaults(func=cmd_reproduce)
 
     i = sub.add_parser("index", help="build the indexes a pipeline needs, plus a docstore")
     i.add_argument("--corpus", required=True, help="BEIR dir, MS MARCO dir, .jsonl/.csv/.tsv file or folder")
@@ -241,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        if getattr(args, "json", False):
+            with json_only_stdout():
+                return args.func(args)
         return args.func(args)
     except CascadeError as e:
         if args.debug:

@@ -26,7 +26,11 @@ def _where(loc) -> str:
 
 
 async def _cascade_error(request: Request, exc: CascadeError) -> JSONResponse:
-    return error_response(exc.http_status, type(exc).__name__, str(exc))
+    resp = error_response(exc.http_status, type(exc).__name__, str(exc))
+    retry_after = getattr(exc, "retry_after", None)  # Overloaded: when to come back
+    if retry_after is not None:
+        resp.headers["Retry-After"] = str(retry_after)
+    return resp
 
 
 async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -88,6 +88,26 @@ class CollectionList(BaseModel):
     collections: list[str]
 
 
+class SnapshotOut(BaseModel):
+    """A snapshot archive of a collection (:mod:`cascade.api.service.snapshots`)."""
+
+    name: str
+    collection: str
+    size: int = Field(description="bytes of the archive")
+    sha256: str = Field(description="of the whole archive file")
+    created: str
+    num_documents: int
+
+
+class SnapshotList(BaseModel):
+    collection: str
+    snapshots: list[SnapshotOut]
+
+
+class RestoreIn(_Strict):
+    name: CollectionName | None = Field(None, description="restore as this collection (default: the snapshot's own)")
+
+
 #: A document's own fields; any other field of a document object becomes metadata.
 DOCUMENT_FIELDS = ("id", "_id", "text", "title", "metadata")
 
@@ -207,7 +227,8 @@ class Prefetch(_Strict):
     """One node of a Qdrant-style prefetch tree (:mod:`cascade.api.service.prefetch`)."""
 
     prefetch: Annotated[
-        list[Prefetch] | None, BeforeValidator(_listed), Field(min_length=1, max_length=MAX_PREFETCHES)
+        # the length limits on the list itself: on the union they were applied to a null too (a 500)
+        Annotated[list[Prefetch], Field(min_length=1, max_length=MAX_PREFETCHES)] | None, BeforeValidator(_listed)
     ] = None
     query: SearchQuery | None = Field(
         None, description='the query text, or {"fusion": "rrf"|"dbsf"|"zscore"|"minmax"}, {"rrf": {"k", "weights"}}, '
@@ -231,7 +252,8 @@ class SearchIn(_Strict):
     )
     pipeline: PipelineArg = None
     prefetch: Annotated[
-        list[Prefetch] | None, BeforeValidator(_listed), Field(min_length=1, max_length=MAX_PREFETCHES)
+        # the length limits on the list itself: on the union they were applied to a null too (a 500)
+        Annotated[list[Prefetch], Field(min_length=1, max_length=MAX_PREFETCHES)] | None, BeforeValidator(_listed)
     ] = Field(None, description="a Qdrant-style hybrid query; instead of pipeline")
     k: int = Field(10, ge=1, le=MAX_K)
     limit: int | None = Field(None, ge=1, le=MAX_K, description="Qdrant's name for k")
@@ -239,6 +261,9 @@ class SearchIn(_Strict):
     fields: list[Field_] = Field(default=["title", "text"], max_length=3)
     with_payload: bool | None = Field(
         None, description='Qdrant\'s: true = "fields": ["title", "text", "metadata"], false = "fields": []'
+    )
+    explain: bool = Field(
+        False, description="each hit's rank at every stage (retrievers, fusion, rerankers) and the stage names"
     )
 
     _unsupported = model_validator(mode="before")(_no_qdrant_only)
@@ -277,6 +302,9 @@ class HitOut(BaseModel):
     title: str | None = None
     text: str | None = None
     metadata: dict[str, Any] | None = None
+    ranks: dict[str, int] | None = Field(
+        None, description="with explain: the hit's 1-based rank per stage; a stage that did not list it is absent"
+    )
 
 
 class QueryResult(BaseModel):
@@ -289,12 +317,33 @@ class SearchOut(BaseModel):
     pipeline: str
     results: list[QueryResult]
     timings_ms: dict[str, float]
+    stages: list[str] | None = Field(None, description="with explain: the stages in pipeline order")
 
 
 # The model endpoints' bodies (OpenAI, Cohere, TEI wire formats) are in api/schemas_models.py.
 
 
 # -- RAG ---------------------------------------------------------------------------------
+
+
+class EvaluatorIn(_Strict):
+    """CRAG's retrieval evaluator: a reranker grades each passage's usefulness (thresholds in
+    its score units: a cross-encoder's logits, or probabilities for one with a sigmoid)."""
+
+    reranker: str | None = Field(
+        None, description="a served reranker (alias or family); default: the pipeline's last reranker, "
+        "else the server's first served reranker",
+    )  # fmt: skip
+    upper: float = Field(allow_inf_nan=False, description="a passage at or over this makes the confidence high")
+    lower: float = Field(allow_inf_nan=False, description="passages under this are dropped; none left: low")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EvaluatorIn:
+        if self.lower > self.upper:
+            raise PydanticCustomError(
+                "thresholds", "lower ({lower}) must not exceed upper ({upper})", {"lower": self.lower, "upper": self.upper}
+            )
+        return self
 
 
 class ContextIn(_Strict):
@@ -306,6 +355,9 @@ class ContextIn(_Strict):
     max_tokens: int = Field(1024, ge=16, le=128_000)
     tokenizer: str | None = Field(None, description="whitespace (default) or an allowed model's tokenizer")
     dedup_threshold: float = Field(0.9, gt=0, le=1.01)
+    evaluator: EvaluatorIn | None = Field(
+        None, description="grade the passages first and report a confidence (Corrective RAG's evaluator)"
+    )
 
 
 class Citation(BaseModel):
@@ -318,6 +370,7 @@ class Citation(BaseModel):
     score: float
     tokens: int
     text: str
+    usefulness: float | None = Field(None, description="with an evaluator: its score for this passage")
 
 
 class ContextOut(BaseModel):
@@ -326,6 +379,10 @@ class ContextOut(BaseModel):
     passages: list[Citation]
     duplicates_removed: int
     skipped_for_budget: int
+    confidence: Literal["high", "ambiguous", "low"] | None = Field(
+        None, description="with an evaluator: high (a passage reached upper), low (none reached lower), else ambiguous"
+    )
+    dropped_not_useful: int | None = Field(None, description="with an evaluator: passages under its lower threshold")
 
 
 class AnswerIn(ContextIn):

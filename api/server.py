@@ -86,6 +86,8 @@ def cmd_serve(args) -> int:
             api_keys=parse_api_keys(args.api_key, args.api_keys_file),
             max_request_bytes=int(args.max_request_mb * 1024 * 1024),
             search_threads=args.search_threads,
+            max_queued=args.max_queued,
+            request_timeout_s=args.request_timeout,
             llm_base_url=args.llm_base_url,
             llm_model=args.llm_model,
             llm_api_key=args.llm_api_key,
@@ -119,6 +121,8 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--api-keys-file", type=Path, help="JSON file: {KEY: [collections or '*']}")
     s.add_argument("--max-request-mb", type=float, default=32.0)
     s.add_argument("--search-threads", type=int, default=4, help="searches and model calls run at once (~cores)")
+    s.add_argument("--max-queued", type=int, default=64, help="searches and model calls that may wait; more get 503")
+    s.add_argument("--request-timeout", type=float, default=60.0, help="seconds a search or model call may run (504)")
     s.add_argument(
         "--llm-base-url", help="OpenAI-compatible server for /v1/answer, e.g. http://127.0.0.1:8001/v1"
     )
@@ -166,10 +170,13 @@ def cmd_collection(args) -> int:
     from cascade.retrieval.progress import progress
 
     if args.action != "list" and not args.name:
-        raise InvalidInput(f"cascade collection {args.action} needs a collection name")
+        what = "the archive to restore" if args.action == "restore" else "a collection name"
+        raise InvalidInput(f"cascade collection {args.action} needs {what}")
     engine = Engine(args.data_dir, background_compaction=False)
     try:
-        if args.action == "list":
+        if args.action in ("snapshot", "restore"):
+            out = _snapshot_or_restore(engine, args)
+        elif args.action == "list":
             out = {"collections": [engine.collection(n).info() for n in engine.collection_names()]}
             for c in out["collections"]:
                 c.pop("config")
@@ -196,8 +203,25 @@ def cmd_collection(args) -> int:
             out.pop("config")
     finally:
         engine.close()
-    print(json.dumps(out) if args.json else json.dumps(out, indent=2))
+    from .stdout import print_json
+
+    print_json(out) if args.json else print(json.dumps(out, indent=2))
     return 0
+
+
+def _snapshot_or_restore(engine, args) -> dict:
+    """``snapshot NAME [--out FILE]`` (default: the data directory's snapshot store) or
+    ``restore ARCHIVE [--name NEW]``."""
+    from cascade.api.service.snapshots import write_snapshot
+
+    if args.action == "restore":
+        out = engine.restore(Path(args.name), args.target)
+        out.pop("config")
+        return out
+    if args.out is None:
+        return engine.snapshot(args.name).to_json()
+    coll = engine.writable_collection(args.name)
+    return write_snapshot(coll, args.out, args.out.stem).to_json()
 
 
 def _add(totals: dict, result) -> None:
@@ -206,12 +230,15 @@ def _add(totals: dict, result) -> None:
 
 
 def add_collection_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``cascade collection create|ingest|list`` (the service's collections, offline)."""
+    """Register ``cascade collection create|ingest|list|snapshot|restore`` (the service's
+    collections, offline)."""
     c = subparsers.add_parser(
-        "collection", help="create, fill or list the server's collections (server stopped)"
+        "collection", help="create, fill, list, snapshot or restore the server's collections (server stopped)"
     )
-    c.add_argument("action", choices=["create", "ingest", "list"])
-    c.add_argument("name", nargs="?", help="collection name (create, ingest)")
+    c.add_argument("action", choices=["create", "ingest", "list", "snapshot", "restore"])
+    c.add_argument("name", nargs="?", help="collection name (create, ingest, snapshot); the archive (restore)")
+    c.add_argument("--out", type=Path, help="snapshot: write the archive here (default: DATA_DIR/snapshots/NAME/)")
+    c.add_argument("--name", dest="target", help="restore: as this collection (default: the archive's own)")
     c.add_argument("--data-dir", type=Path, default=Path("cascade-data"))
     c.add_argument("--pipeline", default="bm25", help="preset whose retriever stages the collection indexes")
     c.add_argument("--corpus", type=Path, help="documents to add: BEIR dir, .jsonl/.csv/.tsv file or folder")

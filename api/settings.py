@@ -51,6 +51,9 @@ class Settings(BaseModel):
     api_keys: key -> collection names it may use (``["*"]``: all). ``None``: no auth.
     max_request_bytes: larger request bodies get 413.
     max_documents_per_request: documents in one ingest request.
+    max_k ... max_context_tokens: per-request caps (:mod:`api.limits`); max_queued,
+        request_timeout_s: the bounded queue and the time limit of searches and model calls
+        (:mod:`api.concurrency`).
     llm_base_url, llm_api_key, llm_model: an OpenAI-compatible chat-completions server for
         ``/v1/answer`` (``llm_base_url`` ends before ``/chat/completions``, e.g. ``.../v1``).
     indexes, index_pipeline: index directories served as read-only collections, and the preset
@@ -68,6 +71,22 @@ class Settings(BaseModel):
     api_keys: dict[str, list[str]] | None = None
     max_request_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_documents_per_request: int = Field(20_000, ge=1)
+    # per-request caps (one request must not hold the server): over them a request gets a 422,
+    # or a 413 for sizes; the request schemas' own limits stay the outer bound
+    max_k: int = Field(1000, ge=1, le=1000, description="hits per query a search may ask for")
+    max_depth: int = Field(10_000, ge=1, le=100_000, description="candidates a request's retriever stage may take")
+    max_queries: int = Field(256, ge=1, le=256, description="queries in one search request")
+    max_document_bytes: int = Field(
+        5_000_000, ge=1, description="UTF-8 bytes of one ingested document (text and title); more: 413"
+    )
+    max_rerank_candidates: int = Field(
+        1000, ge=1, description="documents one rerank call, or a request's rerank stage, scores"
+    )
+    max_context_tokens: int = Field(128_000, ge=16, description="the largest RAG context budget a request may ask for")
+    max_queued: int = Field(
+        64, ge=0, description="searches and model calls waiting for a worker; one more gets 503 with Retry-After"
+    )
+    request_timeout_s: float = Field(60.0, gt=0, description="a search or model call running longer gets 504")
     search_threads: int = Field(4, ge=1, le=256, description="searches and model calls run at once")
     embedding_models: list[str] = [DEFAULT_DENSE_MODEL]
     tokenizer_models: list[str] = [DEFAULT_DENSE_MODEL]

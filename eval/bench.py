@@ -23,9 +23,11 @@ BENCHMARKS = Registry(
         "dense-encode": "cascade.eval.benchmarks.dense:encode",
         "dense-search": "cascade.eval.benchmarks.dense:search",
         "plaid": "cascade.eval.benchmarks.plaid:run",
+        "rede-rf-oracle": "cascade.eval.benchmarks.rede_rf:run",
         "rerank": "cascade.eval.benchmarks.rerank:run_rerank",
         "listwise": "cascade.eval.benchmarks.rerank:run_listwise",
         "sparse": "cascade.eval.benchmarks.sparse:run",
+        "soak": "cascade.eval.benchmarks.soak:run",
     },
 )
 
@@ -64,5 +66,27 @@ def race(
     return best
 
 
-def run_benchmark(name: str, dataset: str | Path, device: str | None = None, **opts) -> dict:
-    return BENCHMARKS.get(name)(Path(dataset), device=device, **opts)
+def version(dist: str) -> str | None:
+    """The installed version of a distribution (``importlib.metadata``), None if not installed:
+    a benchmark names the versions it measured, never a version typed by hand."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _version
+
+    try:
+        return _version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def versions(*dists: str) -> dict[str, str | None]:
+    """``{dist: version}`` of Cascade (``cascade-search``) and the given distributions."""
+    return {d: version(d) for d in ("cascade-search", *dists)}
+
+
+def run_benchmark(name: str, dataset: str | Path, device: str | None = None, plot: str | Path | None = None,
+                  **opts) -> dict:  # fmt: skip
+    """Run a benchmark; ``plot``: also draw its figure to this PNG (benchmarks that draw one)."""
+    fn = BENCHMARKS.get(name)
+    if plot is not None:
+        opts["plot"] = Path(plot)
+    return fn(Path(dataset), device=device, **opts)

@@ -24,7 +24,7 @@ from cascade.retrieval.base import Reranker, Retriever
 from cascade.retrieval.errors import NotFound
 from cascade.retrieval.pipeline import Pipeline, PipelineSpec, RetrieverStage
 from cascade.retrieval.registry import RETRIEVERS
-from cascade.retrieval.storage import MANIFEST
+from cascade.retrieval.storage import MANIFEST, pid_alive
 from cascade.retrieval.types import Document, check_unique
 
 from .docstore import DocStore
@@ -108,6 +108,7 @@ class IndexSet:
         path = self.root / "docstore.sqlite"
         if not path.is_file():
             corpus = self._require_corpus("docstore")
+            _remove_dead_builds(path)
             tmp = path.with_name(f".docstore.{os.getpid()}.sqlite")
             tmp.unlink(missing_ok=True)
             store = DocStore(tmp)
@@ -136,3 +137,12 @@ class IndexSet:
         for s in spec.retrievers:
             self.retriever(s, build_only=True)
         self.docstore().close()
+
+
+def _remove_dead_builds(path: Path) -> None:
+    """Temp docstores (``.docstore.PID.sqlite*``) left by builds that were killed: their
+    process is gone (a live one, building beside this one, keeps its own)."""
+    for tmp in path.parent.glob(".docstore.*.sqlite*"):
+        pid = tmp.name.split(".")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            tmp.unlink(missing_ok=True)

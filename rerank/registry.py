@@ -20,6 +20,7 @@ RERANKERS = Registry(
         "listwise": "cascade.rerank.listwise:ListwiseReranker",
         "first": "cascade.rerank.listwise:FirstReranker",
         "colbert": "cascade.rerank.colbert:ColBERTReranker",
+        "rede-rf": "cascade.rerank.rede_rf:ReDERFReranker",
     },
 )
 

@@ -58,3 +58,16 @@ class Reranker(Protocol):
     ) -> list[Ranking]:
         """One ranking per query over its candidates (an empty list gives an empty ranking)."""
         ...
+
+
+@runtime_checkable
+class FeedbackReranker(Protocol):
+    """A rerank stage that searches again with what it learned from the candidates (relevance
+    feedback, e.g. ReDE-RF): the pipeline hands it its loaded retrievers as well. It may rank
+    documents from outside its candidates; the pipeline keeps the rest of the list beneath them."""
+
+    def rerank_with_retrievers(
+        self, queries: Sequence[Query], candidates: Sequence[Sequence[Document]], retrievers: Sequence[Retriever]
+    ) -> list[Ranking]:
+        """One ranking per query."""
+        ...

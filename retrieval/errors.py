@@ -57,6 +57,21 @@ class Unavailable(CascadeError):
     http_status = 503
 
 
+class Overloaded(Unavailable):
+    """More work waiting than the server queues: the client should retry after ``retry_after``
+    seconds (the API sends it as ``Retry-After``)."""
+
+    def __init__(self, message: str, retry_after: int = 1):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TimedOut(CascadeError):
+    """A request that ran past the server's time limit."""
+
+    http_status = 504
+
+
 def require(module: str, extra: str):
     """Import an optional dependency or raise :class:`MissingDependency` naming the extra."""
     import importlib

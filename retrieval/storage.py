@@ -11,6 +11,7 @@ nothing is pickled.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import os
@@ -125,6 +126,23 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_dir(path: str | Path) -> None:
+    """Make the renames and creations in directory ``path`` durable (a power loss keeps them)."""
+    _fsync_dir(Path(path))
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a temp file named for its writer's pid is garbage
+    once the writer is gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
 def _recover(path: Path) -> None:
     """Finish a replace that was killed between its two renames."""
     old = path.with_name(path.name + ".old")
@@ -139,12 +157,18 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a fresh temp dir beside ``path``; on success it replaces ``path`` whole.
 
     If the block raises (or the process dies), ``path`` keeps its previous content and the
-    temp dir is removed (or left as ``.tmp-*`` garbage that the next write ignores).
+    temp dir is removed (or, after a kill, left as ``.NAME.tmp-PID-*`` garbage that the next
+    write of ``path`` removes once process PID is gone).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _recover(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    prefix = f".{path.name}.tmp-"
+    for stale in path.parent.glob(f"{glob.escape(prefix)}*"):
+        pid = stale.name[len(prefix) :].partition("-")[0]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=path.parent))
     try:
         yield tmp
         for f in tmp.rglob("*"):

@@ -61,3 +61,35 @@ def tiny_st_dir() -> Path:
         json.dumps({"prompts": {"query": "query: ", "passage": "passage: "}, "default_prompt_name": None})
     )
     return path
+
+
+@functools.cache
+def tiny_decoder_dir(family: str = "llama", adds_eos: bool = False, max_positions: int = 64) -> Path:
+    """A 2-layer Llama- or Qwen2-shaped decoder (hidden 32, random weights) with a byte-level BPE
+    tokenizer trained here, padding on the left; ``adds_eos``: the tokenizer ends every
+    sequence with ``</s>`` itself (as E5-Mistral's does), else it only starts with ``<s>``."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast, Qwen2Config, Qwen2Model
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    specials = ["<unk>", "<s>", "</s>", "<pad>"]
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())  # fmt: skip
+    tok.train_from_iterator(TEXTS * 3, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>" if adds_eos else "<s> $A", special_tokens=[("<s>", 1), ("</s>", 2)]
+    )
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>", padding_side="left", model_max_length=max_positions)  # fmt: skip
+    shape = dict(vocab_size=len(fast), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=max_positions,
+                 bos_token_id=1, eos_token_id=2, pad_token_id=3, initializer_range=0.2)  # fmt: skip
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaModel), "qwen2": (Qwen2Config, Qwen2Model)}[family]
+    torch.manual_seed(0)
+    path = Path(tempfile.mkdtemp(prefix=f"tiny-{family}-"))
+    model_cls(config_cls(**shape)).eval().save_pretrained(path)
+    fast.save_pretrained(path)
+    return path

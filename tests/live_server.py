@@ -52,6 +52,16 @@ def cascade_serve(data_dir: Path, *args: str, timeout: float = 120) -> Iterator[
 
     Its stderr goes to ``DATA_DIR/serve.log`` (read back into the error when it fails to start).
     """
+    with cascade_serve_process(data_dir, *args, timeout=timeout) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def cascade_serve_process(
+    data_dir: Path, *args: str, timeout: float = 120, log: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """:func:`cascade_serve`, yielding the process too (for tests that kill it); ``log``:
+    where its stderr goes instead of ``DATA_DIR/serve.log``."""
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     url = f"http://127.0.0.1:{port}"
@@ -63,5 +73,5 @@ def cascade_serve(data_dir: Path, *args: str, timeout: float = 120) -> Iterator[
             return False
 
     args = ("serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), *args)
-    with cascade_process(list(args), data_dir / "serve.log", ready, timeout):
-        yield url
+    with cascade_process(list(args), log or data_dir / "serve.log", ready, timeout) as proc:
+        yield url, proc

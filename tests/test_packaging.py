@@ -42,6 +42,7 @@ def test_wheel_installs_cascade_and_nothing_else(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert not [n for n in names if n.startswith("tests/") or "/tests/" in n]
     assert "cascade/eval/presets/bm25.yaml" in names
+    assert {f"cascade/api/static/{f}" for f in ("index.html", "app.js", "app.css")} <= set(names)  # the console
 
     env = tmp_path / "venv"
     venv.EnvBuilder(with_pip=False).create(env)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 
 from cascade.api.auth import Caller
 from cascade.api.concurrency import run_search
+from cascade.api.limits import check_rerank
 from cascade.api.schemas_models import (
     CohereEmbeddings,
     CohereEmbedIn,
@@ -32,6 +33,7 @@ _SIDE = {
 
 async def _rerank(body: RerankIn, request: Request, meta: dict) -> RerankOut:
     engine = request.app.state.engine
+    check_rerank(request, len(body.documents))
     ranked = await run_search(
         request,
         lambda: engine.rerank(body.model, body.query, body.texts(), body.top_n, body.max_tokens_per_doc),

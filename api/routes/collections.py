@@ -1,4 +1,5 @@
-"""Collections: create, list, inspect, drop; ingest documents (JSON, NDJSON, files); delete."""
+"""Collections: create, list, inspect, drop; ingest documents (JSON, NDJSON, files); delete;
+snapshots and restore."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from cascade.api.auth import Caller
 from cascade.api.ingest import documents_from_upload, parse_json_documents, parse_ndjson
+from cascade.api.limits import check_documents
 from cascade.api.schemas import (
     CollectionInfo,
     CollectionList,
@@ -17,16 +19,37 @@ from cascade.api.schemas import (
     DeleteOut,
     DocumentsIn,
     IngestOut,
+    RestoreIn,
+    SnapshotList,
+    SnapshotOut,
 )
-from cascade.retrieval.errors import InvalidInput, PayloadTooLarge
+from cascade.retrieval.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/collections", tags=["collections"])
 
 _NDJSON_TYPES = ("application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines")
+
+
+def _inlined(schema: dict) -> dict:
+    """``schema`` with its ``$defs`` references replaced by the definitions: a ``#/$defs/...``
+    reference inside the OpenAPI document would point at the document's root, where there is none."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node):
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        return [resolve(v) for v in node] if isinstance(node, list) else node
+
+    return resolve(schema)
+
+
 _INGEST_BODY = {
     "requestBody": {
         "content": {
-            "application/json": {"schema": DocumentsIn.model_json_schema()},
+            "application/json": {"schema": _inlined(DocumentsIn.model_json_schema())},
             "application/x-ndjson": {
                 "schema": {"type": "string", "description": "one document object per line"}
             },
@@ -65,11 +88,7 @@ async def drop_collection(name: str, request: Request, who: Caller):
 
 
 async def _ingest(request: Request, name: str, docs) -> IngestOut:
-    settings = request.app.state.settings
-    if len(docs) > settings.max_documents_per_request:
-        raise PayloadTooLarge(
-            f"{len(docs)} documents in one request; the limit is {settings.max_documents_per_request}"
-        )
+    check_documents(request, docs)
     coll = request.app.state.engine.writable_collection(name)
     result = await run_in_threadpool(coll.upsert, docs)
     request.app.state.metrics.documents.labels(name).inc(result.added + result.updated)
@@ -138,3 +157,29 @@ async def compact(name: str, request: Request, who: Caller):
     coll = request.app.state.engine.writable_collection(name)
     merged = await run_in_threadpool(coll.compact, True)
     return {"collection": name, "compacted": merged, "segments": len(coll.info()["segments"])}
+
+
+@router.post("/{name}/snapshots", status_code=status.HTTP_201_CREATED, response_model=SnapshotOut)
+async def create_snapshot(name: str, request: Request, who: Caller):
+    """Archive the collection at its current commit (searches and writes go on meanwhile)."""
+    who.check(name)
+    info = await run_in_threadpool(request.app.state.engine.snapshot, name)
+    return info.to_json()
+
+
+@router.get("/{name}/snapshots", response_model=SnapshotList)
+async def list_snapshots(name: str, request: Request, who: Caller):
+    who.check(name)
+    snaps = request.app.state.engine.snapshots.list(name)
+    return {"collection": name, "snapshots": [s.to_json() for s in snaps]}
+
+
+@router.post("/{name}/snapshots/{snapshot}/restore", response_model=CollectionInfo)
+async def restore_snapshot(name: str, snapshot: str, request: Request, who: Caller, body: RestoreIn | None = None):
+    """Bring the snapshot back as ``name`` (replacing it atomically) or as ``body.name``; a
+    damaged archive is refused (422) and nothing changes."""
+    who.check(name)
+    target = body.name if body is not None and body.name else name
+    who.check(target)
+    engine = request.app.state.engine
+    return await run_in_threadpool(engine.restore, engine.snapshots.path(name, snapshot), target)

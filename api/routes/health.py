@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
 
 router = APIRouter(tags=["health"])
 
@@ -21,6 +22,7 @@ async def readyz(request: Request, response: Response):
     return {"status": "ready", "collections": len(engine.collection_names())}
 
 
-@router.get("/metrics")
+# declared as text/plain: the OpenAPI document says what the route really sends
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request):
     return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -10,19 +10,24 @@ from fastapi.responses import StreamingResponse
 
 from cascade.api.auth import Caller
 from cascade.api.concurrency import run_search
+from cascade.api.limits import check_context, check_search
 from cascade.api.llm import cited_markers, rag_messages, stream_chat
 from cascade.api.schemas import AnswerIn, Citation, ContextIn, ContextOut
-from cascade.api.service.context import PackedContext
+from cascade.api.service.context import PackedContext, Usefulness
 from cascade.retrieval.errors import CascadeError
 
 router = APIRouter(prefix="/v1", tags=["rag"])
 
 
 async def _context(body: ContextIn, request: Request) -> PackedContext:
+    check_search(request, body.k, 1, body.pipeline)
+    check_context(request, body.max_tokens)
+    ev = body.evaluator
+    usefulness = Usefulness(ev.upper, ev.lower, ev.reranker) if ev is not None else None
     return await run_search(
         request, request.app.state.engine.context,
         body.collection, body.query, body.pipeline, body.k, body.filter,
-        body.max_tokens, body.tokenizer, body.dedup_threshold,
+        body.max_tokens, body.tokenizer, body.dedup_threshold, usefulness,
     )  # fmt: skip
 
 
@@ -37,6 +42,7 @@ async def context(body: ContextIn, request: Request, who: Caller):
     return ContextOut(
         context=ctx.text, tokens=ctx.tokens, passages=_citations(ctx),
         duplicates_removed=ctx.duplicates_removed, skipped_for_budget=ctx.skipped_for_budget,
+        confidence=ctx.confidence, dropped_not_useful=ctx.dropped_not_useful if ctx.confidence else None,
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 
 from cascade.api.auth import Caller
 from cascade.api.concurrency import run_search
+from cascade.api.limits import check_rerank
 from cascade.api.schemas_models import (
     SparseValue,
     TeiClassifyIn,
@@ -63,6 +64,7 @@ async def embed_sparse(body: TeiSparseIn, request: Request, who: Caller):
 async def rerank(body: TeiRerankIn, request: Request, who: Caller):
     """``[{"index", "score", "text"?}]``, best first."""
     engine = request.app.state.engine
+    check_rerank(request, len(body.texts))
     ranked = await run_search(request, lambda: engine.rerank(body.model, body.query, body.texts))
     return [TeiRank(index=i, score=s, text=body.texts[i] if body.return_text else None) for i, s in ranked]
 

@@ -23,7 +23,9 @@ snapshot, then commits under the writer lock: documents still pointing at the me
 segments move to the new one, documents changed in the meantime keep their newer version.
 A merged segment's directory is removed once no search still reads it.
 
-One process owns a collection directory at a time.
+One process owns a collection directory at a time (the data directory's lock,
+:mod:`cascade.api.service.data_lock`, makes sure of it). A consistent copy for a snapshot
+archive is :meth:`SegmentedCollection.frozen`.
 Its configuration and result types are in :mod:`cascade.api.service.config`.
 """
 
@@ -36,7 +38,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -197,6 +199,29 @@ class SegmentedCollection:
 
     def _segments(self) -> list[Segment]:
         return [v.segment for v in self._snapshot.views]
+
+    @contextmanager
+    def frozen(self, catalog_copy: Path) -> Iterator[tuple[list[Path], int]]:
+        """One commit of the collection held still for a copy (a snapshot archive): the catalog
+        is copied to ``catalog_copy`` (SQLite's backup, a consistent file) and the current
+        segments are leased, both under the writer lock, so the copy and the segment set are
+        the same commit. Writers wait only for the catalog copy; searches never wait, and
+        writes after it go on while the caller reads the (immutable) segment directories.
+
+        Yields:
+            The segment directories of that commit and its number of documents.
+        """
+        with ExitStack() as stack:
+            with self._write:
+                self._check_open()
+                dst = sqlite3.connect(catalog_copy)
+                try:
+                    self._db.backup(dst)
+                finally:
+                    dst.close()
+                num_docs = len(self._doc_segment)
+                snap = stack.enter_context(self.lease())  # held past the lock, until the copy ends
+            yield [v.segment.path for v in snap.views], num_docs
 
     # -- writes --------------------------------------------------------------------------
 
@@ -424,6 +449,7 @@ class SegmentedCollection:
         with_documents: bool = True,
         rerankers: Sequence[Reranker] = (),
         stage_where: Sequence[Mapping[str, Any] | None] | None = None,
+        trace: bool = False,
     ) -> SearchOutput:
         """Run a pipeline over the current snapshot.
 
@@ -437,6 +463,7 @@ class SegmentedCollection:
             stage_where: one more filter per retriever stage (None: none), in the spec's
                 order, on top of ``where``: a chunk enters stage i's list only if it matches
                 both (a Qdrant-style prefetch's own ``filter``).
+            trace: keep every stage's lists in the output's ``trace`` (ranks per stage).
 
         Raises:
             IndexMismatch: the pipeline needs an index the collection lacks; InvalidInput: bad filter.
@@ -453,23 +480,28 @@ class SegmentedCollection:
             ctx = SnapshotSearch(snap, predicate)
             stages = [ctx.retriever(stage_key(s), p) for s, p in zip(spec.retrievers, stage_predicates, strict=True)]
             pipe = Pipeline(spec, stages, rerankers, docs=ctx)
-            out = pipe.search(queries, k)
+            out = pipe.search(queries, k, trace)
             t = time.perf_counter()
-            hits = [self._hits(r, ctx, with_documents) for r in out.rankings]
+            hits = self._hits(out.rankings, ctx, with_documents)
             if with_documents:
                 out.timings_s["fetch"] = time.perf_counter() - t
         out.timings_s["total"] = time.perf_counter() - t0
         out.timings_s["total_cpu"] = time.thread_time() - cpu0  # this thread's CPU: unaffected by load
-        return SearchOutput(hits, out.timings_s)
+        return SearchOutput(hits, out.timings_s, out if trace else None)
 
     @staticmethod
-    def _hits(ranking: Ranking, ctx: SnapshotSearch, with_documents: bool) -> list[SearchHit]:
-        docs = {d.id: d for d in ctx.get_many(list(ranking.doc_ids))} if with_documents else {}
+    def _hits(rankings: Sequence[Ranking], ctx: SnapshotSearch, with_documents: bool) -> list[list[SearchHit]]:
+        # one docstore read for every query's hits: a batch of queries pays one round trip per segment
+        wanted = list(dict.fromkeys(i for r in rankings for i in r.doc_ids)) if with_documents else []
+        docs = {d.id: d for d in ctx.get_many(wanted)} if wanted else {}
         out = []
-        for chunk_id, score in zip(ranking.doc_ids, ranking.scores, strict=True):
-            seg = ctx.origin.get(chunk_id)
-            parent = seg.parents[seg.position[chunk_id]] if seg is not None else chunk_id.rpartition("#")[0]
-            out.append(SearchHit(chunk_id, parent, score, docs.get(chunk_id)))
+        for ranking in rankings:
+            hits = []
+            for chunk_id, score in zip(ranking.doc_ids, ranking.scores, strict=True):
+                seg = ctx.origin.get(chunk_id)
+                parent = seg.parents[seg.position[chunk_id]] if seg is not None else chunk_id.rpartition("#")[0]
+                hits.append(SearchHit(chunk_id, parent, score, docs.get(chunk_id)))
+            out.append(hits)
         return out
 
     def document_ids(self) -> list[str]:

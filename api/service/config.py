@@ -17,7 +17,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from cascade.indexing.index_set import stage_key
 from cascade.retrieval.chunking import ChunkConfig
 from cascade.retrieval.errors import InvalidInput
-from cascade.retrieval.pipeline import PipelineSpec, RetrieverStage
+from cascade.retrieval.pipeline import PipelineOutput, PipelineSpec, RetrieverStage
 from cascade.retrieval.types import Document, check_unique
 
 #: Metadata keys each chunk carries (its parent document and character offsets).
@@ -104,8 +104,11 @@ class SearchHit:
 
 @dataclass(frozen=True)
 class SearchOutput:
+    """``trace``: the pipeline's output with every stage's lists, when the search was traced."""
+
     hits: list[list[SearchHit]]
     timings_s: dict[str, float]
+    trace: PipelineOutput | None = None
 
 
 def trim_depth(spec: PipelineSpec, k: int) -> PipelineSpec:

@@ -28,11 +28,13 @@ from cascade.retrieval.base import Reranker
 from cascade.retrieval.errors import Conflict, InvalidInput, MissingDependency, NotFound, require
 from cascade.retrieval.models import DEFAULT_DENSE_MODEL, resolve_model_path
 from cascade.retrieval.pipeline import PipelineSpec
+from cascade.retrieval.storage import fsync_dir
 from cascade.retrieval.types import Document, Query
 
 from .collection import SegmentedCollection
 from .config import CollectionConfig, SearchOutput, check_name
-from .context import PackedContext, pack_context, whitespace_tokens
+from .context import PackedContext, Usefulness, grade_hits, pack_context, whitespace_tokens
+from .data_lock import DataDirLock
 from .models import (
     ModelCatalog,
     ServedModel,
@@ -42,6 +44,14 @@ from .models import (
     truncate_to_tokens,
 )
 from .protocol import Collection, WritableCollection
+from .snapshots import (
+    SnapshotInfo,
+    SnapshotStore,
+    finish_restores,
+    ready_path,
+    rename_collection,
+    unpack_snapshot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +81,6 @@ class Engine:
         embedders: Mapping[str, str] | None = None,
         sparse_embedders: Mapping[str, str] | None = None,
     ):
-        self.root = Path(data_dir) / "collections"
-        self.root.mkdir(parents=True, exist_ok=True)
         self.reranker_params = {k: dict(v) for k, v in (reranker_params or {}).items()}
         self.embedding_models, self.tokenizer_models = list(embedding_models), list(tokenizer_models)
         self.models = ModelCatalog(rerankers, embedders, sparse_embedders, self.embedding_models, self.reranker_params)
@@ -81,11 +89,23 @@ class Engine:
         self._lock = threading.Lock()
         self._models: dict[str, Any] = {}
         self._model_lock = threading.Lock()
+        self._data_lock = DataDirLock(data_dir)  # before touching the directory: a second writer stops here
+        try:
+            self._open(data_dir)
+        except BaseException:
+            self._data_lock.release()
+            raise
+
+    def _open(self, data_dir: str | Path) -> None:
+        self.root = Path(data_dir) / "collections"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.snapshots = SnapshotStore(Path(data_dir) / "snapshots")
         self._collections: dict[str, Collection] = {}
-        for trash in self.root.glob(".trash-*"):
+        finish_restores(self.root)  # a restore killed between its renames, before the scan
+        for trash in [*self.root.glob(".trash-*"), *self.root.glob(".*.tmp-*")]:  # and creates killed half-way
             shutil.rmtree(trash, ignore_errors=True)
         for path in sorted(self.root.iterdir()):
-            if (path / "manifest.json").is_file():
+            if not path.name.startswith(".") and (path / "manifest.json").is_file():
                 self._collections[path.name] = SegmentedCollection.open(path)
 
     # -- collections ---------------------------------------------------------------------
@@ -159,6 +179,53 @@ class Engine:
         coll.root.rename(trash)  # gone from the data dir in one step; the files go after
         shutil.rmtree(trash, ignore_errors=True)
 
+    # -- snapshots -----------------------------------------------------------------------
+
+    def snapshot(self, name: str) -> SnapshotInfo:
+        """Archive the collection ``name`` at its current commit into the data directory's
+        snapshot store (see :mod:`.snapshots`); searches and writes go on meanwhile.
+
+        Raises: NotFound, Conflict (a read-only index: it is its own `cascade index` directory).
+        """
+        coll = self.writable_collection(name)
+        return self.snapshots.create(coll)
+
+    def restore(self, archive: str | Path, name: str | None = None) -> dict[str, Any]:
+        """Bring back the collection in ``archive`` as ``name`` (default: its own name),
+        replacing a collection of that name atomically (a restore killed half-way is finished
+        or undone at the next start). The archive is verified whole before anything changes.
+
+        Raises: NotFound (no archive), InvalidInput (a damaged archive, a bad name), Conflict
+        (the name is a read-only index).
+        """
+        tmp = self.root / f".restore-{uuid.uuid4().hex[:8]}"
+        manifest = unpack_snapshot(Path(archive), tmp)
+        target = check_name(name or manifest.params.get("collection"))
+        try:
+            if target != manifest.params["config"].get("name"):
+                rename_collection(tmp, target)
+            SegmentedCollection.open(tmp).close()  # it opens: refuse it before replacing anything
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        with self._lock:
+            old = self._collections.get(target)
+            if old is not None and old.read_only:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise Conflict(f"collection {target!r} is a read-only index served from {old.root}")
+            ready = ready_path(self.root, target)
+            shutil.rmtree(ready, ignore_errors=True)
+            tmp.rename(ready)  # verified and complete: from here a crash finishes the restore
+            trash = self.root / f".trash-{target}-{uuid.uuid4().hex[:8]}"
+            if old is not None:
+                old.close()
+                old.root.rename(trash)
+            ready.rename(self.root / target)
+            fsync_dir(self.root)  # acknowledged below: the swap survives a power loss too
+            self._collections[target] = coll = SegmentedCollection.open(self.root / target)
+        shutil.rmtree(trash, ignore_errors=True)
+        return coll.info()
+
     # -- search and context --------------------------------------------------------------
 
     def search(
@@ -170,13 +237,17 @@ class Engine:
         where: Mapping[str, Any] | None = None,
         with_documents: bool = True,
         stage_where: Sequence[Mapping[str, Any] | None] | None = None,
+        trace: bool = False,
     ) -> tuple[PipelineSpec, SearchOutput]:
-        """``stage_where``: a filter per retriever stage on top of ``where`` (a prefetch's own)."""
+        """``stage_where``: a filter per retriever stage on top of ``where`` (a prefetch's own);
+        ``trace``: keep each stage's lists (the output's ``trace``)."""
         coll = self.collection(collection)
         spec = resolve_pipeline(pipeline, coll.pipeline, allow_files=False)
         coll.check_stages(spec)
         queries = [Query(str(i), t) for i, t in enumerate(texts)]
         extra = {"stage_where": stage_where} if stage_where is not None else {}
+        if trace:
+            extra["trace"] = True
         return spec, coll.search(queries, spec, k, where, with_documents, rerankers=self.rerankers(spec), **extra)
 
     def context(
@@ -189,11 +260,28 @@ class Engine:
         max_tokens: int = 1024,
         tokenizer: str | None = None,
         dedup_threshold: float = 0.9,
+        usefulness: Usefulness | None = None,
     ) -> PackedContext:
-        """The best passages for ``query`` packed into ``max_tokens``, near-duplicates removed."""
+        """The best passages for ``query`` packed into ``max_tokens``, near-duplicates removed;
+        with ``usefulness``, graded first by a reranker (:func:`.context.grade_hits`, CRAG's
+        retrieval evaluator): passages under its lower threshold are dropped and the context
+        carries a confidence.
+
+        Raises: as :meth:`search`; NotFound or InvalidInput for an evaluator that is not served.
+        """
         count = self.token_counter(tokenizer)
-        _, out = self.search(collection, [query], pipeline, k, where, with_documents=True)
-        return pack_context(out.hits[0], max_tokens, count, dedup_threshold)
+        spec, out = self.search(collection, [query], pipeline, k, where, with_documents=True)
+        if usefulness is None:
+            return pack_context(out.hits[0], max_tokens, count, dedup_threshold)
+        if usefulness.reranker is None and spec.rerankers:
+            evaluator = self.rerankers(spec)[-1]  # the pipeline's own last reranker, already loaded
+        else:
+            evaluator = self.reranker(usefulness.reranker)
+        kept, scores, confidence = grade_hits(query, out.hits[0], evaluator, usefulness)
+        packed = pack_context(kept, max_tokens, count, dedup_threshold, scores)
+        packed.confidence = confidence
+        packed.dropped_not_useful = sum(h.document is not None for h in out.hits[0]) - len(kept)
+        return packed
 
     # -- models --------------------------------------------------------------------------
 
@@ -402,6 +490,7 @@ class Engine:
             colls, self._collections = list(self._collections.values()), {}
         for c in colls:
             c.close()
+        self._data_lock.release()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -104,6 +104,7 @@ class IndexCollection:
         with_documents: bool = True,
         rerankers: Sequence[Reranker] = (),
         stage_where: Sequence[Mapping[str, Any] | None] | None = None,
+        trace: bool = False,
     ) -> SearchOutput:
         """Run a pipeline over the directory's indexes; as :meth:`.collection.SegmentedCollection.search`.
 
@@ -117,7 +118,7 @@ class IndexCollection:
         spec = trim_depth(pipeline or self.pipeline, k)
         self.check_stages(spec)
         retrievers = [self._index(self.index_set.existing(s)) for s in spec.retrievers]
-        out = Pipeline(spec, retrievers, rerankers, docs=self.docs).search(queries, k)
+        out = Pipeline(spec, retrievers, rerankers, docs=self.docs).search(queries, k, trace)
         t = time.perf_counter()
         docs = {}
         if with_documents:
@@ -130,7 +131,7 @@ class IndexCollection:
         ]
         out.timings_s["total"] = time.perf_counter() - t0
         out.timings_s["total_cpu"] = time.thread_time() - cpu0
-        return SearchOutput(hits, out.timings_s)
+        return SearchOutput(hits, out.timings_s, out if trace else None)
 
     def get_document(self, doc_id: str) -> dict[str, Any]:
         found = self.docs.get_many([doc_id], missing_ok=True)

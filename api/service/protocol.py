@@ -45,8 +45,10 @@ class Collection(Protocol):
         with_documents: bool = True,
         rerankers: Sequence[Reranker] = (),
         stage_where: Sequence[Mapping[str, Any] | None] | None = None,
+        trace: bool = False,
     ) -> SearchOutput:
-        """``stage_where``: one more filter per retriever stage, on top of ``where``."""
+        """``stage_where``: one more filter per retriever stage, on top of ``where``. ``trace``:
+        keep every stage's lists in the output's ``trace`` (each hit's rank per stage)."""
         ...
 
     def get_document(self, doc_id: str) -> dict[str, Any]: ...

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +40,9 @@ from cascade.retrieval.types import Document, Query, Ranking
 from .filters import Predicate
 
 log = logging.getLogger(__name__)
+
+#: Characters of chunk text (and titles) a segment keeps in memory for the hits it returns.
+HOT_CHARS = 8_000_000
 
 
 def build_segment(path: Path, chunks: Sequence[Document], stages: Sequence[RetrieverStage]) -> None:
@@ -68,12 +72,38 @@ class Segment:
             self.metadata.append(dict(doc.metadata))
         self.position = {c: i for i, c in enumerate(self.chunk_ids)}
         self.cache: dict[str, np.ndarray] = {}  # per stage key: chunk position of each indexed doc
+        self._hot: OrderedDict[str, Document] = OrderedDict()  # recently read chunks, oldest first
+        self._hot_chars = 0
+        self._hot_lock = threading.Lock()
         self._lock = threading.Lock()
         self._refs = 0
         self._retired = False
 
     def __len__(self) -> int:
         return len(self.chunk_ids)
+
+    def documents(self, ids: Sequence[str]) -> list[Document]:
+        """Chunks by id, in the order given (ids the segment lacks are skipped). Recently read
+        chunks come from memory, up to ``HOT_CHARS`` characters of text per segment, least
+        recently read out first: a segment never changes, so a kept chunk is never stale, and
+        reading the top hits' texts from SQLite was most of a cheap search's time."""
+        with self._hot_lock:
+            found = {i: d for i in ids if (d := self._hot.get(i)) is not None}
+            for i in found:
+                self._hot.move_to_end(i)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            read = self.docs.get_many(missing, missing_ok=True)
+            found.update((d.id, d) for d in read)
+            with self._hot_lock:
+                for d in read:
+                    if d.id not in self._hot:
+                        self._hot[d.id] = d
+                        self._hot_chars += len(d.text) + len(d.title)
+                while self._hot_chars > HOT_CHARS and self._hot:
+                    _, old = self._hot.popitem(last=False)
+                    self._hot_chars -= len(old.text) + len(old.title)
+        return [found[i] for i in ids if i in found]
 
     def live_in_index_order(self, key: str, live: np.ndarray) -> np.ndarray:
         """A live mask (in chunk order) in the order stage ``key``'s index holds documents."""
@@ -212,7 +242,7 @@ class SnapshotSearch:
         found: dict[str, Document] = {}
         for chunk_ids in by_segment.values():
             seg = self.origin[chunk_ids[0]]
-            found.update((d.id, d) for d in seg.docs.get_many(chunk_ids, missing_ok=True))
+            found.update((d.id, d) for d in seg.documents(chunk_ids))
         return [found[i] for i in ids if i in found]
 
 

@@ -1,8 +1,10 @@
 """Dense benchmarks.
 
 - ``dense-encode``: our encoder against ``SentenceTransformer.encode`` on the same model,
-  texts, device, dtype and thread count; docs/s of both, their ratio, the largest absolute
-  difference between the two sets of embeddings, and on a GPU the share of bf16 peak.
+  texts (with our document prompt), device (one GPU each), dtype and thread count, the
+  reference at the best of a batch-size sweep; docs/s of both, their ratio, the sweep, the
+  largest absolute difference between the two sets of embeddings, and on a GPU the share of
+  bf16 peak.
 - ``dense-search``: HNSW and IVF indexes against exact search on the dataset's embeddings
   (the cached ``dense`` preset index): recall@10 and queries/s.
 """
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cascade.eval.bench import race
+from cascade.eval.bench import race, version, versions
 from cascade.eval.datasets import load_dataset
 from cascade.retrieval.errors import require
 from cascade.retrieval.models import DEFAULT_DENSE_MODEL, resolve_model_path
@@ -26,16 +28,31 @@ log = logging.getLogger(__name__)
 BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}
 
 
+#: sentence-transformers batch sizes swept by ``dense-encode`` (its default is 32)
+ST_BATCH_SIZES = (16, 32, 64, 128, 256)
+
+
+def one_device(device: str | None) -> str:
+    """``cuda`` without an index becomes ``cuda:0``: each side of a race gets one GPU (our
+    encoder would otherwise spread over every visible GPU where the reference uses one)."""
+    from cascade.retrieval.models import resolve_device
+
+    dev = resolve_device(device)
+    return "cuda:0" if dev.type == "cuda" and dev.index is None else str(dev)
+
+
 def encode(dataset_dir: Path, device: str | None = None, num_docs: int = 1000, all_docs: bool = False,
-           model: str = DEFAULT_DENSE_MODEL, batch_size: int = 32, rounds: int = 3, threads: int = 2,
-           dtype: str | None = None, **_) -> dict:  # fmt: skip
+           model: str = DEFAULT_DENSE_MODEL, batch_sizes: list[int] | tuple[int, ...] = ST_BATCH_SIZES,
+           rounds: int = 3, threads: int = 2, dtype: str | None = None, plot: Path | None = None, **_) -> dict:  # fmt: skip
     """``cascade bench dense-encode``: docs/s of our encoder and sentence-transformers'.
 
     Args:
         num_docs: the first N documents (``all_docs`` for the whole corpus).
-        batch_size: sentence-transformers' batch size (its default, 32); ours batches by tokens.
+        batch_sizes: sentence-transformers' batch sizes, swept; its best is the baseline.
+            Ours batches by tokens (its defaults).
         rounds: timed runs of each, taking turns; the fastest of each counts.
         threads: torch CPU threads, the same for both.
+        plot: docs/s against sentence-transformers' batch size, ours as a line.
     """
     torch = require("torch", "models")
     st = require("sentence_transformers", "models")
@@ -45,7 +62,7 @@ def encode(dataset_dir: Path, device: str | None = None, num_docs: int = 1000, a
     ds = load_dataset(dataset_dir, "test")
     docs = ds.corpus() if all_docs else itertools.islice(ds.corpus(), num_docs)
     texts = [d.contents for d in docs]
-    ours = DenseEncoder(model, device=device, dtype=dtype, show_progress=False)
+    ours = DenseEncoder(model, device=one_device(device), dtype=dtype, show_progress=False)
     ref = st.SentenceTransformer(resolve_model_path(model), device=str(ours.device))
     ref.to(ours.dtype)
 
@@ -58,13 +75,19 @@ def encode(dataset_dir: Path, device: str | None = None, num_docs: int = 1000, a
 
         return run
 
+    def st_encode(bs):
+        return sync(lambda: ref.encode(texts, prompt=prompt, batch_size=bs, convert_to_numpy=True,
+                                       show_progress_bar=False))  # fmt: skip
+
     ours.encode_documents(texts[:64])  # warm-up: kernels, allocator
-    ref.encode(texts[:64], batch_size=batch_size)
-    timed = race({
-        "ours": sync(lambda: ours.encode_documents(texts)),
-        "st": sync(lambda: ref.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)),
-    }, rounds=rounds)  # fmt: skip
-    (ours_s, a), (ref_s, b) = timed["ours"], timed["st"]
+    prompt = ours.config.document_prompt or None  # the same input text on both sides
+    ref.encode(texts[:64], prompt=prompt, batch_size=32)
+    timed = race({"ours": sync(lambda: ours.encode_documents(texts)),
+                  **{f"st-{bs}": st_encode(bs) for bs in batch_sizes}}, rounds=rounds)  # fmt: skip
+    ours_s, a = timed["ours"]
+    sweep = {bs: len(texts) / timed[f"st-{bs}"][0] for bs in batch_sizes}
+    best = max(sweep, key=sweep.get)
+    ref_s, b = timed[f"st-{best}"]
     ours_dps, ref_dps = len(texts) / ours_s, len(texts) / ref_s
     result = {
         "benchmark": "dense-encode",
@@ -74,10 +97,15 @@ def encode(dataset_dir: Path, device: str | None = None, num_docs: int = 1000, a
         "device": str(ours.device),
         "dtype": str(ours.dtype).replace("torch.", ""),
         "threads": threads,
-        "ours": {"name": "cascade DenseEncoder (length-sorted token-budget batches)",
-                 "max_tokens": ours.max_tokens, "seconds": round(ours_s, 3), "docs_per_s": round(ours_dps, 1)},
-        "baseline": {"name": f"sentence-transformers {st.__version__} encode", "batch_size": batch_size,
-                     "seconds": round(ref_s, 3), "docs_per_s": round(ref_dps, 1)},
+        "timing": f"fastest of {rounds} rounds, contenders in turn, after a warm-up; one device each",
+        "versions": versions("torch", "transformers", "sentence-transformers"),
+        "ours": {"name": "cascade DenseEncoder (length-sorted token-budget batches)", "version": version("cascade-search"),
+                 "batch_size": ours.batch_size, "max_tokens": ours.max_tokens, "seconds": round(ours_s, 3),
+                 "docs_per_s": round(ours_dps, 1)},
+        "baseline": {"name": "sentence-transformers SentenceTransformer.encode (our document prompt)", "version": version("sentence-transformers"),
+                     "setting": f"batch_size={best}, the best of a sweep over {list(batch_sizes)} (its default: 32)",
+                     "batch_size": best, "seconds": round(ref_s, 3), "docs_per_s": round(ref_dps, 1),
+                     "sweep_docs_per_s": {str(bs): round(v, 1) for bs, v in sweep.items()}},
         "ratio": round(ours_dps / ref_dps, 3),
         "max_abs_diff": float(np.abs(np.asarray(a) - np.asarray(b)).max()),
     }  # fmt: skip
@@ -91,6 +119,14 @@ def encode(dataset_dir: Path, device: str | None = None, num_docs: int = 1000, a
         if peak:
             result["ours"]["share_of_bf16_peak"] = round(flops / ours_s / peak, 4)
             result["baseline"]["share_of_bf16_peak"] = round(flops / ref_s / peak, 4)
+    if plot is not None:
+        from cascade.eval.plots import line_chart
+
+        series = {"sentence-transformers encode": [(bs, round(v, 1)) for bs, v in sweep.items()],
+                  "cascade (token-budget batches)": [(bs, round(ours_dps, 1)) for bs in batch_sizes]}  # fmt: skip
+        result["plots"] = [str(line_chart(plot, series, "sentence-transformers batch size", "documents/s",
+                                          f"{Path(model).name} encode, {len(texts)} docs, {result['device']}",
+                                          logx=True))]  # fmt: skip
     return result
 
 
@@ -106,7 +142,7 @@ def _forward_flops(encoder, texts: list[str]) -> float:
 
 
 def search(dataset_dir: Path, device: str | None = None, k: int = 10, rounds: int = 5,
-           indexes: tuple[str, ...] = ("hnsw", "ivf-sq8", "ivf-pq"), **_) -> dict:  # fmt: skip
+           indexes: tuple[str, ...] = ("hnsw", "ivf-sq8", "ivf-pq"), plot: Path | None = None, **_) -> dict:  # fmt: skip
     """``cascade bench dense-search``: approximate indexes against exact search (recall@10, queries/s).
 
     The embeddings are those of the ``dense`` preset's cached index (built on first use).
@@ -130,20 +166,35 @@ def search(dataset_dir: Path, device: str | None = None, k: int = 10, rounds: in
         builds[name] = time.perf_counter() - t
     timed = race({n: (lambda r=r: r.search_vectors(queries, qv, k)) for n, r in contenders.items()}, rounds)
     exact_s, exact = timed["exact"]
+    # parity of the reference itself: faiss Flat's top k against a numpy product, query by query
+    top = np.argsort(-(np.asarray(qv, np.float32) @ vectors.astype(np.float32).T), axis=1, kind="stable")[:, :k]
+    same = sum(set(e.doc_ids) == {flat.doc_ids[j] for j in row} for e, row in zip(exact, top, strict=True))
     out = {}
     for name in indexes:
         secs, got = timed[name]
         recall = np.mean([len(set(g.doc_ids) & set(e.doc_ids)) / len(e) for g, e in zip(got, exact, strict=True)])
         out[name] = {"index": contenders[name].factory, "build_s": round(builds[name], 3),
                      "queries_per_s": round(len(queries) / secs, 1), f"recall@{k}": round(float(recall), 4)}  # fmt: skip
-    return {
+    result = {
         "benchmark": "dense-search",
         "dataset": str(dataset_dir),
         "num_docs": flat.num_docs,
         "num_queries": len(queries),
         "dim": flat.dim,
+        "timing": f"fastest of {rounds} rounds, contenders in turn; query embeddings computed once, untimed",
+        "versions": versions("faiss-cpu", "numpy"),
         "ours": out["hnsw"] if "hnsw" in out else next(iter(out.values())),
         "indexes": out,
-        "baseline": {"name": "exact inner product (faiss Flat)", "queries_per_s": round(len(queries) / exact_s, 1)},
+        "baseline": {"name": "exact inner product (faiss Flat)", "version": version("faiss-cpu"),
+                     "setting": "IndexFlatIP over all embeddings, the whole query batch in one call",
+                     "queries_per_s": round(len(queries) / exact_s, 1), "same_top_k_as_numpy": same},
         "ratio": round((out.get("hnsw") or next(iter(out.values())))["queries_per_s"] * exact_s / len(queries), 3),
-    }
+    }  # fmt: skip
+    if plot is not None:
+        from cascade.eval.plots import line_chart
+
+        series = {f"{name} ({m['index']})": [(m[f"recall@{k}"], m["queries_per_s"])] for name, m in out.items()}
+        series["exact (faiss Flat)"] = [(1.0, result["baseline"]["queries_per_s"])]
+        result["plots"] = [str(line_chart(plot, series, f"recall@{k} vs exact", "queries/s",
+                                          f"dense ANN, {flat.num_docs:,} docs", logy=True, pareto=True))]  # fmt: skip
+    return result

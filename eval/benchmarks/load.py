@@ -26,6 +26,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -144,7 +145,8 @@ async def _phase(httpx, url: str, body_for, concurrency: int, max_requests: int,
                     timings = r.json()["timings_ms"]
                     pipeline_ms.append(timings["total"])
                     pipeline_cpu_ms.append(timings.get("total_cpu", 0.0))
-                    server_ms.append(float(r.headers["server-timing"].partition("dur=")[2]))
+                    # the floor (--floor) sends no Server-Timing
+                    server_ms.append(float(r.headers.get("server-timing", "dur=nan").partition("dur=")[2]))
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -191,10 +193,17 @@ def run_loadtest(
     url: str | None = None,
     index: Path | None = None,
     ray_replica_cpus: float | None = None,
+    floor: bool = False,
+    rounds: int = 1,
 ) -> dict:
     """Run both phases and return the report (see the module docstring). With ``index`` (a
     ``cascade index`` directory) the server serves it as read-only collection ``index`` instead
     of filling a collection; with ``ray_replica_cpus`` too, through ``cascade serve --ray``.
+
+    ``floor``: also start the framework's floor (:mod:`.floor`, a FastAPI app answering a fixed
+    body) and run the same phases against it, taking turns with Cascade ``rounds`` times (each
+    side's best round is reported, as :func:`cascade.eval.bench.race` does), so that both sides
+    meet the same machine load; the report gains ``floor`` and ``vs_floor``.
 
     Raises:
         InvalidInput: a non-loopback ``url``; NotFound: no corpus/queries in ``dataset``.
@@ -228,23 +237,37 @@ def run_loadtest(
         def body_for(i: int) -> dict:
             return {"collection": name, "query": queries[i % len(queries)], "k": k, "pipeline": preset}
 
-        asyncio.run(_phase(httpx, url, body_for, 4, 100, 30))  # warm-up: threads, caches, connections
-        cpu0 = _cpu_seconds(proc)
-        seq = asyncio.run(_phase(httpx, url, body_for, 1, sequential_requests, seconds))
-        if cpu0 is not None:
-            # the server's CPU per request (all its threads) minus the pipeline's own CPU: what
-            # the HTTP layer costs, a figure that machine load does not inflate the way it does wall time
-            per_request = (_cpu_seconds(proc) - cpu0) * 1000 / max(seq["requests"], 1)
-            seq["server_cpu_ms_per_request"] = round(per_request, 3)
-            seq["http_cpu_ms_per_request"] = round(per_request - seq.pop("_pipeline_cpu_mean"), 3)
-        conc = asyncio.run(_phase(httpx, url, body_for, concurrency, requests, seconds))
-        conc.pop("_pipeline_cpu_mean")
-        seq.pop("_pipeline_cpu_mean", None)
+        phases = (concurrency, requests, seconds, sequential_requests)
+        if not floor:
+            seq, conc = _measure(httpx, url, proc, body_for, *phases)
+        else:
+            floor_port = _free_port()
+            floor_url = f"http://127.0.0.1:{floor_port}"
+            # the floor answers one real answer of Cascade's, byte for byte: the same shape and size
+            answer = tempfile.NamedTemporaryFile(suffix=".json")
+            answer.write(httpx.post(f"{url}/v1/search", json=body_for(0), timeout=60).raise_for_status().content)
+            answer.flush()
+            floor_proc = subprocess.Popen(
+                [sys.executable, "-m", "cascade.eval.benchmarks.floor", "--port", str(floor_port), "--body", answer.name],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            try:
+                wait_ready(httpx, floor_url, floor_proc)
+                ours_runs, floor_runs = [], []
+                for _ in range(max(1, int(rounds))):
+                    ours_runs.append(_measure(httpx, url, proc, body_for, *phases))
+                    floor_runs.append(_measure(httpx, floor_url, floor_proc, body_for, *phases))
+            finally:
+                floor_proc.terminate()
+                floor_proc.wait(30)
+                answer.close()
+            seq, conc = _best(ours_runs)
+            floor_report = _floor_report(_best(floor_runs), ours_runs, floor_runs, seq, conc)
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(120)
-    return {
+    report = {
         "benchmark": "loadtest",
         "preset": preset,
         "dataset": dataset.name,
@@ -257,6 +280,60 @@ def run_loadtest(
         "overhead_ms_p50": {
             "api_minus_pipeline": round(seq["latency_ms"]["p50"] - seq["pipeline_ms"]["p50"], 3),
             "server_minus_pipeline": seq["server_overhead_ms"]["p50"],
+        },
+    }
+    if floor:
+        report.update(floor_report)
+    return report
+
+
+def _measure(httpx, url: str, proc, body_for, concurrency: int, requests: int, seconds: float,
+             sequential_requests: int) -> tuple[dict, dict]:  # fmt: skip
+    """Warm-up, then the sequential and the concurrent phase against ``url``."""
+    asyncio.run(_phase(httpx, url, body_for, 4, 100, 30))  # warm-up: threads, caches, connections
+    cpu0 = _cpu_seconds(proc)
+    seq = asyncio.run(_phase(httpx, url, body_for, 1, sequential_requests, seconds))
+    if cpu0 is not None:
+        # the server's CPU per request (all its threads) minus the pipeline's own CPU: what
+        # the HTTP layer costs, a figure that machine load does not inflate the way it does wall time
+        per_request = (_cpu_seconds(proc) - cpu0) * 1000 / max(seq["requests"], 1)
+        seq["server_cpu_ms_per_request"] = round(per_request, 3)
+        seq["http_cpu_ms_per_request"] = round(per_request - seq.pop("_pipeline_cpu_mean"), 3)
+    cpu0 = _cpu_seconds(proc)
+    conc = asyncio.run(_phase(httpx, url, body_for, concurrency, requests, seconds))
+    if cpu0 is not None:
+        conc["server_cpu_ms_per_request"] = round((_cpu_seconds(proc) - cpu0) * 1000 / max(conc["requests"], 1), 3)
+    conc.pop("_pipeline_cpu_mean")
+    seq.pop("_pipeline_cpu_mean", None)
+    return seq, conc
+
+
+def _best(runs: list[tuple[dict, dict]]) -> tuple[dict, dict]:
+    """Per phase, the round with the most requests per second (the least disturbed one)."""
+    return tuple(max((r[i] for r in runs), key=lambda p: p["throughput_rps"]) for i in (0, 1))
+
+
+def _floor_report(best_floor, ours_runs, floor_runs, seq, conc) -> dict:
+    fseq, fconc = best_floor
+    keep = ("requests", "errors", "throughput_rps", "latency_ms", "server_cpu_ms_per_request")
+    per_round = [
+        {"ours_rps": o[1]["throughput_rps"], "floor_rps": f[1]["throughput_rps"],
+         "rps_ratio": round(o[1]["throughput_rps"] / f[1]["throughput_rps"], 3),
+         "p99_ratio": round(o[1]["latency_ms"]["p99"] / f[1]["latency_ms"]["p99"], 3)}
+        for o, f in zip(ours_runs, floor_runs, strict=True)
+    ]  # fmt: skip
+    return {
+        "floor": {
+            "name": "FastAPI + uvicorn, fixed 10-hit body (cascade.eval.benchmarks.floor)",
+            "sequential": {k: fseq[k] for k in keep if k in fseq},
+            "concurrent": {k: fconc[k] for k in keep if k in fconc},
+        },
+        # ours / floor: requests/s (1 = as fast as the framework alone) and p99 (1 = as short)
+        "vs_floor": {
+            "sequential_rps": round(seq["throughput_rps"] / fseq["throughput_rps"], 3),
+            "concurrent_rps": round(conc["throughput_rps"] / fconc["throughput_rps"], 3),
+            "concurrent_p99": round(conc["latency_ms"]["p99"] / fconc["latency_ms"]["p99"], 3),
+            "rounds": per_round,
         },
     }
 
@@ -274,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--url", help="an already running server (loopback only)")
     p.add_argument("--index", type=Path, help="serve this `cascade index` directory (read-only) instead")
     p.add_argument("--ray-replica-cpus", type=float, help="with --index: through `cascade serve --ray`, CPUs per replica")
+    p.add_argument("--floor", action="store_true", help="also measure a bare FastAPI app with a fixed answer")
+    p.add_argument("--rounds", type=int, default=1, help="with --floor: turns each side takes (best kept)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -281,6 +360,7 @@ def main(argv: list[str] | None = None) -> int:
     report = run_loadtest(
         args.dataset, args.preset, args.concurrency, args.requests, args.seconds,
         args.sequential_requests, args.k, args.data_dir, args.url, args.index, args.ray_replica_cpus,
+        args.floor, args.rounds,
     )  # fmt: skip
     print(json.dumps(report) if args.json else json.dumps(report, indent=2))
     return 0 if report["concurrent"]["errors"] == 0 and report["sequential"]["errors"] == 0 else 1

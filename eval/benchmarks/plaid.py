@@ -2,8 +2,11 @@
 
 All on the same token vectors (the multi-vector model's output, encoded once and cached):
 index build time and bytes, queries/s and recall@k against exhaustive MaxSim over the
-uncompressed vectors, nDCG@10 of each. PyLate 1.2.0's PLAID index (Stanford's code, with
-its compiled extension) runs on the same vectors when ``pylate`` is installed.
+uncompressed vectors, nDCG@10 of each. PyLate's PLAID index (Stanford's code, with its
+compiled extension; version from the installed package) runs on the same vectors when
+``pylate`` is installed. Every search is timed as the fastest of ``rounds`` warmed rounds;
+the exhaustive MaxSim is timed at its best setting (fp16 tensor-core GEMMs on a GPU) while
+the reference ranking for recall is scored in fp32.
 
 The multi-vector model defaults to MiniLM token vectors (``tokens`` format: L2-normalized
 last hidden states, queries up to 32 tokens, documents up to 256) with a seeded random
@@ -32,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cascade.eval.bench import race, version, versions
 from cascade.eval.datasets import cache_dir, load_dataset
 from cascade.eval.metrics import evaluate
 from cascade.retrieval.encoders.colbert import ColBERTEncoder, MultiVectors, random_orthonormal
@@ -102,17 +106,32 @@ def _ndcg(ds, doc_ids, queries, scores, idx) -> float:
     return round(evaluate(run, ds.qrels, ["ndcg@10"])["ndcg@10"], 4)
 
 
-def _timed(fn, repeat: int = 1):
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
+def _timed(fn, rounds: int = 3, device=None):
+    """Fastest of ``rounds`` runs, each after an untimed warm-up call (:func:`eval.bench.race`),
+    synchronizing a GPU before the clock stops."""
+    import torch
+
+    def run():
         out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+        if device is not None and torch.device(device).type == "cuda":
+            torch.cuda.synchronize()
+        return out
+
+    return race({"fn": run}, rounds=rounds, warm=True)["fn"]
 
 
-def _pylate(doc_ids, docs: MultiVectors, queries: MultiVectors, k: int, nbits: int) -> dict:
-    """PyLate 1.2.0 PLAID on the same vectors: build, then its defaults and PLAID's k<=10 ones."""
+def brute_force(docs: MultiVectors, device) -> MaxSim:
+    """The timed exhaustive MaxSim at its best setting: fp16 GEMMs on tensor cores on a GPU,
+    fp32 on a CPU."""
+    import torch
+
+    cuda = device is not None and torch.device(device).type == "cuda"
+    return MaxSim(docs, device=device, gemm_dtype="fp16" if cuda else None)
+
+
+def _pylate(doc_ids, docs: MultiVectors, queries: MultiVectors, k: int, nbits: int, rounds: int, device) -> dict:
+    """PyLate's PLAID on the same vectors: build, then its defaults and PLAID's k<=10 ones,
+    each warmed and timed over ``rounds``."""
     import torch
     from pylate import indexes
 
@@ -127,10 +146,12 @@ def _pylate(doc_ids, docs: MultiVectors, queries: MultiVectors, k: int, nbits: i
         build_s = time.perf_counter() - t
         qs = [torch.from_numpy(np.asarray(queries[i], np.float32)) for i in range(len(queries))]
         pos = {str(d): i for i, d in enumerate(doc_ids)}
-        out = {"name": "pylate-plaid", "version": "1.2.0", "build_s": round(build_s, 1)}
+        out = {"name": "pylate-plaid", "version": version("pylate"), "build_s": round(build_s, 1),
+               "setting": f"indexes.PLAID(nbits={nbits}), its defaults and PLAID's k<=10 search settings; "
+                          f"fastest of {rounds} warmed rounds"}  # fmt: skip
         for label, kw in (("defaults", {}), ("plaid_k10", {"n_ivf_probe": 1, "n_full_scores": 256, "centroid_score_threshold": 0.5})):
             try:
-                s, res = _timed(lambda kw=kw: index(qs, k=k, **kw))
+                s, res = _timed(lambda kw=kw: index(qs, k=k, **kw), rounds, device)
             except TypeError:  # this version does not take per-call settings
                 continue
             idx = np.array([[pos[h["id"]] for h in r] + [-1] * (k - len(r)) for r in res])
@@ -154,6 +175,8 @@ def run(
     pylate: bool = True,
     sizes: list[int] | None = None,
     store_vectors: bool = False,
+    rounds: int = 3,
+    plot: Path | None = None,
     **_,
 ) -> dict:
     """Build and search PLAID on a dataset's token vectors; see the module doc.
@@ -172,9 +195,16 @@ def run(
         sizes: also time PLAID vs brute force per corpus size N (see :func:`replicate`).
         store_vectors: build with fp16 originals (exact last stage, so HIGH_RECALL's recall is
             not capped by the compression); the size figures count the compressed arrays only.
+        rounds: every search (ours, exhaustive, PyLate) is timed as the fastest of this many
+            rounds, each after an untimed warm-up call.
+        plot: recall against queries/s of every setting (and, with ``sizes``, queries/s against
+            corpus size in ``FILE-by-size.png``).
     """
     import torch
 
+    from .dense import one_device
+
+    device = one_device(device)  # one GPU for every contender
     ds = load_dataset(dataset_dir, split)
     queries = ds.queries
     doc_ids, base = corpus_vectors(ds, model, Path(vectors_dir) if vectors_dir else None, device)
@@ -184,12 +214,13 @@ def run(
     qv = encoder.encode_queries([q.text for q in queries])
     fp16_bytes = int(docs.vectors.shape[0] * docs.vectors.shape[1] * 2)
 
-    # exhaustive MaxSim: the reference ranking (all queries) and its speed
-    brute = MaxSim(docs, device=device)
-    ref_scores, ref_idx = brute.search(qv, k)
+    # exhaustive MaxSim: the reference ranking (all queries, fp32 scoring) and its speed at its
+    # best setting (fp16 tensor cores on a GPU)
+    ref_scores, ref_idx = MaxSim(docs, device=device).search(qv, k)
+    brute = brute_force(docs, device)
     n_timed = min(len(queries), exhaustive_queries or len(queries))
     sub = MultiVectors.from_list([qv[i] for i in range(n_timed)])
-    brute_s, _ = _timed(lambda: brute.search(sub, k))
+    brute_s, _ = _timed(lambda: brute.search(sub, k), rounds, device)
 
     t = time.perf_counter()
     index = PLAIDIndex.from_vectors(
@@ -202,7 +233,7 @@ def run(
         "num_centroids": len(index.centroids), "num_embeddings": index.num_embeddings,
     }  # fmt: skip
     torch.set_grad_enabled(False)
-    measure = (ds, doc_ids, queries, qv, k, ref_idx)
+    measure = (ds, doc_ids, queries, qv, k, ref_idx, rounds)
     ours["defaults"] = _measure(index, SearchParams.for_k(k), *measure)
     ours["high_recall"] = _measure(index, HIGH_RECALL, *measure)
     if compact_nbits and compact_nbits != nbits:
@@ -215,19 +246,23 @@ def run(
             **_size(compact, fp16_bytes), "defaults": _measure(compact, SearchParams.for_k(k), *measure),
         }  # fmt: skip
     exhaustive = {
-        "name": "exhaustive-maxsim", "queries_per_s": round(n_timed / brute_s, 2), "timed_queries": n_timed,
+        "name": "exhaustive-maxsim", "version": version("torch"),
+        "setting": ("fp16 GEMMs on tensor cores (torch), max and sum in fp32" if brute.low_precision
+                    else "fp32 GEMMs (torch, CPU)") + f"; fastest of {rounds} warmed rounds",
+        "queries_per_s": round(n_timed / brute_s, 2), "timed_queries": n_timed,
         "ndcg@10": _ndcg(ds, doc_ids, queries, ref_scores, ref_idx),
     }  # fmt: skip
     result = {
         "benchmark": "plaid", "dataset": str(dataset_dir), "num_docs": len(doc_ids), "num_queries": len(queries),
         "k": k, "nbits": nbits, "dim": int(docs.vectors.shape[1]), "threads": torch.get_num_threads(),
+        "versions": versions("torch", "pylate"),
         "ours": ours, "exhaustive": exhaustive,
         "speedup_vs_exhaustive": round(ours["defaults"]["queries_per_s"] / exhaustive["queries_per_s"], 2),
     }  # fmt: skip
     baseline = exhaustive
     if pylate:
         try:
-            ref = _pylate(doc_ids, docs, qv, k, nbits)
+            ref = _pylate(doc_ids, docs, qv, k, nbits, rounds, device)
         except ImportError:
             result["pylate"] = "not installed (pip install pylate==1.2.0 without changing torch)"
         else:
@@ -238,10 +273,37 @@ def run(
     result["baseline"] = baseline
     result["ratio"] = round(ours["defaults"]["queries_per_s"] / baseline.get("plaid_k10", baseline)["queries_per_s"], 2)
     if sizes:
-        result["by_size"] = [_size_point(doc_ids, docs, qv, n, k, nbits, device) for n in sizes]
+        result["by_size"] = [_size_point(doc_ids, docs, qv, n, k, nbits, device, rounds) for n in sizes]
         faster = [p["docs"] for p in result["by_size"] if p["plaid_qps"] > p["brute_qps"]]
         result["plaid_faster_from_docs"] = min(faster) if faster else None
+    if plot is not None:
+        result["plots"] = _plot(result, Path(plot))
     return result
+
+
+def _plot(result: dict, path: Path) -> list[str]:
+    from cascade.eval.plots import line_chart
+
+    k, ours = result["k"], result["ours"]
+    series = {f"cascade PLAID {label}": [(ours[label][f"recall@{k}"], ours[label]["queries_per_s"])]
+              for label in ("defaults", "high_recall")}  # fmt: skip
+    if "compact" in ours:
+        c = ours["compact"]["defaults"]
+        series[f"cascade PLAID {ours['compact']['nbits']}-bit"] = [(c[f"recall@{k}"], c["queries_per_s"])]
+    base = result["baseline"]
+    if base.get("name") == "pylate-plaid":
+        series["PyLate PLAID"] = sorted((base[lb][f"recall@{k}"], base[lb]["queries_per_s"])
+                                        for lb in ("defaults", "plaid_k10") if lb in base)  # fmt: skip
+    series["exhaustive MaxSim"] = [(1.0, result["exhaustive"]["queries_per_s"])]
+    paths = [str(line_chart(path, series, f"recall@{k} vs exhaustive", "queries/s",
+                            f"PLAID, {result['num_docs']:,} docs", logy=True, pareto=True))]  # fmt: skip
+    if "by_size" in result:
+        pts = result["by_size"]
+        size = {"cascade PLAID": [(p["docs"], p["plaid_qps"]) for p in pts],
+                "exhaustive MaxSim": [(p["docs"], p["brute_qps"]) for p in pts]}  # fmt: skip
+        paths.append(str(line_chart(path.with_name(f"{path.stem}-by-size{path.suffix}"), size, "documents",
+                                    "queries/s", "PLAID vs exhaustive by corpus size", logx=True, logy=True)))  # fmt: skip
+    return paths
 
 
 def _size(index: PLAIDIndex, fp16_bytes: int) -> dict:
@@ -250,27 +312,26 @@ def _size(index: PLAIDIndex, fp16_bytes: int) -> dict:
     return {"index_bytes": compressed, "fp16_bytes": fp16_bytes, "size_vs_fp16": round(compressed / fp16_bytes, 4)}
 
 
-def _measure(index: PLAIDIndex, params: SearchParams, ds, doc_ids, queries, qv: MultiVectors, k: int, ref_idx) -> dict:
-    """Queries/s (after a warm-up batch), recall@k against exhaustive and nDCG@10 with ``params``."""
+def _measure(index: PLAIDIndex, params: SearchParams, ds, doc_ids, queries, qv: MultiVectors, k: int, ref_idx,
+             rounds: int = 3) -> dict:  # fmt: skip
+    """Queries/s (fastest of warmed rounds), recall@k against exhaustive and nDCG@10 with ``params``."""
     kw = {"ncells": params.ncells, "centroid_score_threshold": params.centroid_score_threshold, "ndocs": params.ndocs}
-    index.search_vectors(MultiVectors.from_list([qv[i] for i in range(min(len(qv), 8))]), k, **kw)  # warm-up
-    s, (sc, ix) = _timed(lambda: index.search_vectors(qv, k, **kw))
+    s, (sc, ix) = _timed(lambda: index.search_vectors(qv, k, **kw), rounds, index.device)
     return {
         **kw, "queries_per_s": round(len(queries) / s, 2), f"recall@{k}": round(_recall(ix, ref_idx, k), 4),
         "ndcg@10": _ndcg(ds, doc_ids, queries, sc, ix),
     }  # fmt: skip
 
 
-def _size_point(doc_ids, docs: MultiVectors, qv: MultiVectors, n: int, k: int, nbits: int, device) -> dict:
+def _size_point(doc_ids, docs: MultiVectors, qv: MultiVectors, n: int, k: int, nbits: int, device, rounds: int) -> dict:
     """PLAID (k defaults) vs brute force queries/s on a corpus of ``n`` documents (:func:`replicate`)."""
     ids, sub = replicate(doc_ids, docs, n)
-    brute = MaxSim(sub, device=device)
-    brute_s, (_, ref) = _timed(lambda: brute.search(qv, k), repeat=2)
+    brute = brute_force(sub, device)
+    brute_s, (_, ref) = _timed(lambda: brute.search(qv, k), rounds, device)
     t = time.perf_counter()
     index = PLAIDIndex.from_vectors(ids, sub, nbits=nbits, device=device, show_progress=False)
     build_s = time.perf_counter() - t
-    index.search_vectors(MultiVectors.from_list([qv[0]]), k)  # warm-up (device copies, compiled kernel)
-    plaid_s, (_, ix) = _timed(lambda: index.search_vectors(qv, k), repeat=2)
+    plaid_s, (_, ix) = _timed(lambda: index.search_vectors(qv, k), rounds, device)
     return {
         "docs": len(ids), "embeddings": int(sub.offsets[-1]), "build_s": round(build_s, 1),
         "plaid_qps": round(len(qv) / plaid_s, 1), "brute_qps": round(len(qv) / brute_s, 1),

@@ -76,7 +76,7 @@ class DenseRetriever(Retriever):
         device: str | None = None,
         encoder=None,
     ):
-        self.config = config  # cascade.retrieval.encoders.dense.EncoderConfig
+        self.config = config  # an EncoderConfig, or a RemoteEncoderConfig (cascade.retrieval.encoders)
         self.doc_ids = doc_ids
         self.factory = factory
         self.embeddings = embeddings
@@ -122,7 +122,9 @@ class DenseRetriever(Retriever):
 
         Args:
             docs: the corpus.
-            model: hub id or local directory of a sentence-transformers or plain HF model.
+            model: hub id or local directory of a sentence-transformers or plain HF model, or
+                ``openai:BASE_URL#MODEL`` for an OpenAI-compatible embeddings endpoint
+                (:mod:`cascade.retrieval.encoders.remote`; encoder_settings then take its settings).
             index: ``flat`` (exact), ``hnsw``, ``ivf-pq``, ``ivf-sq8`` or a faiss factory string.
             matryoshka_dim: keep the first N dimensions (then re-normalize).
             batch_size, max_tokens, device, dtype: encoder batching and placement.
@@ -131,7 +133,8 @@ class DenseRetriever(Retriever):
             chunk_size, chunk_overlap: chunk windows, in tokens.
             prompts: a prompt preset (``"e5"``, ``"bge"``); encoder_settings: any other
                 :class:`cascade.retrieval.encoders.dense.EncoderConfig` field (pooling, normalize, max_length,
-                query_prompt, document_prompt).
+                query_prompt, document_prompt; padding_side, append_eos, rope_scaling for decoder
+                LLMs; ``pooling: aggretriever`` with agg_dim).
             work_dir: shards of embeddings go there, so a killed build resumes.
             shard_size: documents per shard.
             train_size: vectors sampled to train IVF / PQ / SQ.
@@ -141,11 +144,16 @@ class DenseRetriever(Retriever):
         Raises:
             InvalidInput: empty corpus, duplicate ids, bad settings; NotFound: unknown model.
         """
-        from cascade.retrieval.encoders.dense import DenseEncoder
+        from cascade.retrieval.encoders.backends import dense_encoder
         from cascade.retrieval.encoders.late_chunking import ChunkSpec, chunk_embeddings
+        from cascade.retrieval.encoders.remote import is_remote_model
         from cascade.retrieval.encoders.resumable import encode_in_shards
 
-        encoder = DenseEncoder(
+        if chunking is not None and is_remote_model(model):
+            raise InvalidInput(
+                "chunking needs the model's tokenizer; a remote embedder encodes whole texts only"
+            )
+        encoder = dense_encoder(
             model, device=device, dtype=dtype, batch_size=batch_size, max_tokens=max_tokens,
             show_progress=show_progress, prompts=prompts, layers=layers, dim=matryoshka_dim,
             **(encoder_settings or {}),
@@ -205,9 +213,9 @@ class DenseRetriever(Retriever):
     def encoder(self):
         """The query encoder, loaded on first use and checked against the index dimension."""
         if self._encoder is None:
-            from cascade.retrieval.encoders.dense import DenseEncoder
+            from cascade.retrieval.encoders.backends import encoder_from_config
 
-            self._encoder = DenseEncoder.from_config(self.config, device=self.device, show_progress=False)
+            self._encoder = encoder_from_config(self.config, device=self.device, show_progress=False)
         if self._encoder.dim != self.dim:
             raise IndexMismatch(
                 f"the query encoder {self.config.model!r} gives {self._encoder.dim}-dim vectors "
@@ -310,11 +318,11 @@ class DenseRetriever(Retriever):
         Raises:
             NotFound: no index there; IndexMismatch: another kind or format version.
         """
-        from cascade.retrieval.encoders.dense import EncoderConfig
+        from cascade.retrieval.encoders.backends import encoder_config_from_json
 
         manifest, arrays, _ = read_index(path, cls.kind, (FORMAT_VERSION,))
         p = manifest.params
-        config = EncoderConfig.from_json(p["encoder"])
+        config = encoder_config_from_json(p["encoder"])
         if model is not None:
             config = dataclasses.replace(config, model=model)
         faiss_index = None

@@ -11,6 +11,7 @@ normalization, maximum length and prompts (:mod:`.st_config`), so embeddings mat
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +33,7 @@ from cascade.retrieval.models import (
 from cascade.retrieval.progress import progress
 
 from .batching import pad_batch, token_budget_batches
+from .decoder import apply_rope_scaling, check_rope_scaling, is_decoder_only
 from .st_config import sentence_transformers_settings
 
 log = logging.getLogger(__name__)
@@ -40,11 +42,16 @@ log = logging.getLogger(__name__)
 PROMPT_PRESETS: dict[str, tuple[str, str]] = {
     "e5": ("query: ", "passage: "),
     "bge": ("Represent this sentence for searching relevant passages: ", ""),
+    # E5-Mistral / NV-Embed: a task instruction before queries only
+    "instruct": ("Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery: ", ""),
     "none": ("", ""),
 }
 
+#: Poolings that need a model head and an encoder class of their own (:mod:`.backends` picks it).
+HEAD_POOLINGS = ("aggretriever",)
 
-# --- pooling: small pure functions over (hidden [B, T, H], mask [B, T]), right-padded ------
+
+# --- pooling: small pure functions over (hidden [B, T, H], mask [B, T]), padded either side --
 
 
 def _mean(h, mask):
@@ -58,13 +65,15 @@ def _mean_sqrt_len(h, mask):
 
 
 def _weighted_mean(h, mask):
-    torch = require("torch", "models")
-    w = mask.to(_acc(h)) * torch.arange(1, h.shape[1] + 1, device=h.device, dtype=_acc(h))
+    # position weights 1, 2, ... counted from each row's first real token, as sentence-transformers
+    w = mask.to(_acc(h)) * mask.cumsum(1).to(_acc(h))
     return (h.to(_acc(h)) * w.unsqueeze(-1)).sum(1) / w.sum(1, keepdim=True).clamp(min=1e-9)
 
 
 def _cls(h, mask):
-    return h[:, 0]
+    torch = require("torch", "models")
+    first = mask.argmax(1)  # the first real token: column 0 unless the batch is left-padded
+    return h[torch.arange(h.shape[0], device=h.device), first]
 
 
 def _max(h, mask):
@@ -73,7 +82,7 @@ def _max(h, mask):
 
 def _last_token(h, mask):
     torch = require("torch", "models")
-    last = mask.sum(1) - 1  # right padding: the last real token of each row
+    last = h.shape[1] - 1 - mask.flip(1).argmax(1)  # the last real token, whichever side is padded
     return h[torch.arange(h.shape[0], device=h.device), last]
 
 
@@ -103,6 +112,15 @@ class EncoderConfig:
         layers: use only the first N transformer layers (2D Matryoshka / Starbucks models).
         dim: keep the first ``dim`` coordinates (Matryoshka truncation).
         subfolder: where the transformer lives inside a sentence-transformers directory.
+        padding_side: ``"left"`` or ``"right"``; ``None``: the tokenizer's own (as
+            sentence-transformers does). Decoder LLMs pad left.
+        append_eos: end every sequence with the EOS token; ``None``: yes for a decoder-only
+            model whose tokenizer does not add it itself (E5-Mistral, NV-Embed and gte-Qwen2
+            pool the EOS state), no for sentence-transformers directories, which declare
+            their own tokenization.
+        rope_scaling: ``{"rope_type": "linear" | "ntk", "factor": F}``: LongEmbed-style
+            context extension of RoPE models (:mod:`.decoder`); the maximum length grows F-fold.
+        agg_dim: the size of agg* for ``pooling="aggretriever"`` (:mod:`.aggretriever`).
     """
 
     model: str = DEFAULT_DENSE_MODEL
@@ -115,11 +133,18 @@ class EncoderConfig:
     layers: int | None = None
     dim: int | None = None
     subfolder: str = ""
+    padding_side: str | None = None
+    append_eos: bool | None = None
+    rope_scaling: dict | None = None
+    agg_dim: int | None = None
 
     def __post_init__(self):
-        if self.pooling not in POOLINGS:
-            raise InvalidInput(f"unknown pooling {self.pooling!r}; valid: {', '.join(POOLINGS)}")
-        for name in ("max_length", "layers", "dim"):
+        if self.pooling not in POOLINGS and self.pooling not in HEAD_POOLINGS:
+            raise InvalidInput(f"unknown pooling {self.pooling!r}; valid: {', '.join([*POOLINGS, *HEAD_POOLINGS])}")
+        if self.padding_side not in (None, "left", "right"):
+            raise InvalidInput(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        object.__setattr__(self, "rope_scaling", check_rope_scaling(self.rope_scaling))
+        for name in ("max_length", "layers", "dim", "agg_dim"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise InvalidInput(f"{name} must be a positive integer, got {value!r}")
@@ -139,7 +164,12 @@ class EncoderConfig:
         unknown = set(overrides) - set(cls.__dataclass_fields__)
         if unknown:
             raise InvalidInput(f"unknown encoder settings {sorted(unknown)}")
-        settings = sentence_transformers_settings(resolve_model_path(model))
+        if overrides.get("pooling") in HEAD_POOLINGS:  # a recipe of its own: no sentence-transformers pipeline
+            settings: dict[str, Any] = {"normalize": False}
+        else:
+            settings = sentence_transformers_settings(resolve_model_path(model))
+            if settings:  # a sentence-transformers directory: its tokenizer decides about EOS
+                settings["append_eos"] = False
         if prompts is not None:
             if prompts not in PROMPT_PRESETS:
                 raise InvalidInput(f"unknown prompt preset {prompts!r}; valid: {', '.join(PROMPT_PRESETS)}")
@@ -152,7 +182,8 @@ class EncoderConfig:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> EncoderConfig:
-        return cls(**data)
+        # manifests written before these settings existed padded right and appended nothing
+        return cls(**{"padding_side": "right", "append_eos": False, **data})
 
 
 class DenseEncoder:
@@ -192,6 +223,11 @@ class DenseEncoder:
         **settings,
     ):
         self.config = config or EncoderConfig.resolve(model, prompts=prompts, **settings)
+        if self.config.pooling not in self.poolings:
+            raise InvalidInput(
+                f"pooling {self.config.pooling!r} needs its own encoder class: build encoders through "
+                "cascade.retrieval.encoders.backends.dense_encoder"
+            )
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.batch_size = batch_size
@@ -208,11 +244,20 @@ class DenseEncoder:
         self.dim = self.config.dim or hidden
         tok_max = self.tokenizer.model_max_length if self.tokenizer.model_max_length < 1e9 else None
         pos_max = getattr(models[0].config, "max_position_embeddings", None)
+        if self.config.rope_scaling and pos_max:  # the tokenizer's limit is the unscaled model's
+            tok_max, pos_max = None, int(pos_max * self.config.rope_scaling["factor"])
         limits = [x for x in (tok_max, pos_max) if x]
         self.max_length = self.config.max_length or (min(limits) if limits else 512)
         self.model = models[0]
         self.pad_id = next(i for i in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, 0) if i is not None)
         self.prefix_ids, self.suffix_ids = self._special_tokens()
+        self.config = self._resolve_tokenization(self.config, models[0].config)
+        self.left_pad = self.config.padding_side == "left"
+
+    #: the poolings this class computes (subclasses with a model head of their own override it)
+    poolings: tuple[str, ...] = tuple(POOLINGS)
+    #: the transformers auto class that loads the checkpoint
+    auto_class = "AutoModel"
 
     @classmethod
     def from_config(cls, config: EncoderConfig, **runtime) -> DenseEncoder:
@@ -229,7 +274,14 @@ class DenseEncoder:
         sub = {"subfolder": cfg.subfolder} if cfg.subfolder else {}
         try:
             tokenizer = transformers.AutoTokenizer.from_pretrained(path, **sub)
-            model = transformers.AutoModel.from_pretrained(path, dtype=self.dtype, **sub)
+            extra = {}
+            if cfg.rope_scaling:
+                extra["config"] = transformers.AutoConfig.from_pretrained(path, **sub)
+                apply_rope_scaling(extra["config"], cfg.rope_scaling)
+            auto = getattr(transformers, self.auto_class)
+            model = auto.from_pretrained(path, dtype=self.dtype, **sub, **extra)
+        except InvalidInput:
+            raise
         except (OSError, ValueError) as e:
             raise load_error(cfg.model, e) from None
         if not tokenizer.is_fast:
@@ -244,6 +296,18 @@ class DenseEncoder:
             devices = [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
         models = [model.to(devices[0])] + [_copy(model).to(d) for d in devices[1:]]
         return tokenizer, models
+
+    def _resolve_tokenization(self, cfg: EncoderConfig, model_config) -> EncoderConfig:
+        """Settle ``padding_side`` and ``append_eos`` for this model, so the manifest records
+        what the documents were encoded with and queries are encoded the same way."""
+        eos = self.tokenizer.eos_token_id
+        append = cfg.append_eos
+        if append is None:
+            append = is_decoder_only(model_config) and eos is not None and eos not in self.suffix_ids
+        if append and eos is None:
+            raise InvalidInput(f"append_eos is set but the tokenizer of {cfg.model!r} has no EOS token")
+        side = cfg.padding_side or ("left" if self.tokenizer.padding_side == "left" else "right")
+        return dataclasses.replace(cfg, padding_side=side, append_eos=bool(append))
 
     def _special_tokens(self) -> tuple[list[int], list[int]]:
         """The ids the tokenizer puts before and after a single sequence ([CLS] ... [SEP], <s> ...)."""
@@ -263,11 +327,15 @@ class DenseEncoder:
         texts = [prompt + t for t in texts]
         if self.config.do_lower_case:
             texts = [t.lower() for t in texts]
+        append = self.config.append_eos
         enc = self.tokenizer(
-            texts, truncation=True, max_length=self.max_length,
+            texts, truncation=True, max_length=self.max_length - 1 if append else self.max_length,
             return_attention_mask=False, return_token_type_ids=False,
         )  # fmt: skip
-        return enc["input_ids"]
+        if not append:
+            return enc["input_ids"]
+        eos = self.tokenizer.eos_token_id
+        return [ids if ids and ids[-1] == eos else [*ids, eos] for ids in enc["input_ids"]]
 
     # -- encoding --------------------------------------------------------------------------
 
@@ -294,17 +362,14 @@ class DenseEncoder:
         """The last layer's state of every token (float32, one (len, hidden) array per sequence)."""
         out: list[np.ndarray] = [np.empty(0)] * len(ids)
         for rows, hidden, mask in self._run(ids):
-            states = hidden.float().cpu().numpy()
+            states, real = hidden.float().cpu().numpy(), mask.bool().cpu().numpy()
             for j, row in enumerate(rows):
-                out[row] = states[j, : int(mask[j].sum())]
+                out[row] = states[j, real[j]]
         return out
 
     def postprocess(self, vectors: np.ndarray) -> np.ndarray:
         """Matryoshka truncation to ``dim``, then L2 normalization when the config asks for it."""
-        vectors = np.ascontiguousarray(vectors[:, : self.dim], dtype=np.float32)
-        if self.config.normalize:
-            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return vectors
+        return truncate_and_normalize(vectors, self.dim, self.config.normalize)
 
     def _run(self, ids: Sequence[Sequence[int]]) -> Iterator[tuple[np.ndarray, Any, Any]]:
         """Yield ``(row indices, hidden states, attention mask)`` per batch, on the model's device.
@@ -331,13 +396,25 @@ class DenseEncoder:
         model = self._replicas.get()
         try:
             device = model.device
-            input_ids, mask = pad_batch([ids[i] for i in rows], self.pad_id)
+            input_ids, mask = pad_batch([ids[i] for i in rows], self.pad_id, left=self.left_pad)
             input_ids, mask = to_device(input_ids, device), to_device(mask, device)
             with torch.inference_mode():
-                hidden = model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+                hidden = self._model_output(model, input_ids, mask)
             return hidden, mask
         finally:
             self._replicas.put(model)
+
+    def _model_output(self, model, input_ids, mask):
+        """What a batch's forward pass hands to pooling: the last hidden states."""
+        return model(input_ids=input_ids, attention_mask=mask).last_hidden_state
+
+
+def truncate_and_normalize(vectors: np.ndarray, dim: int | None, normalize: bool) -> np.ndarray:
+    """Keep the first ``dim`` coordinates (Matryoshka), then L2-normalize when asked; float32."""
+    vectors = np.ascontiguousarray(vectors[:, :dim], dtype=np.float32)
+    if normalize:
+        vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    return vectors
 
 
 def _copy(model):

@@ -41,7 +41,9 @@ class SpladeConfig:
     Args:
         model: document encoder (HF id or local directory of a masked-LM checkpoint).
         query_model: query encoder over the same vocabulary (default: ``model``).
-        max_length / query_max_length: token limits for documents / queries.
+        max_length / query_max_length: token limits for documents / queries; None (the
+            default): the model's own limit, as sentence-transformers' SparseEncoder uses, so
+            an index of a checkpoint scores as its reference implementation does.
         doc_top_k / query_top_k: keep each vector's k heaviest terms (None: all).
         token_top_k: SLIM: terms kept per token vector.
         batch_size: most texts per batch; token_budget: most (padded) tokens per batch.
@@ -50,8 +52,8 @@ class SpladeConfig:
 
     model: str = "naver/splade-v3"
     query_model: str | None = None
-    max_length: int = 256
-    query_max_length: int = 64
+    max_length: int | None = None
+    query_max_length: int | None = None
     doc_top_k: int | None = None
     query_top_k: int | None = None
     token_top_k: int = 20
@@ -61,10 +63,10 @@ class SpladeConfig:
     dtype: str | None = None
 
     def __post_init__(self):
-        for name in ("max_length", "query_max_length", "token_top_k", "batch_size", "token_budget"):
+        for name in ("token_top_k", "batch_size", "token_budget"):
             if getattr(self, name) < 1:
                 raise InvalidInput(f"SpladeConfig.{name} must be >= 1")
-        for name in ("doc_top_k", "query_top_k"):
+        for name in ("max_length", "query_max_length", "doc_top_k", "query_top_k"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise InvalidInput(f"SpladeConfig.{name} must be >= 1 or None")
 
@@ -88,6 +90,61 @@ def splade_activation(logits, attention_mask):
 
     act = torch.log1p(torch.relu(logits.float())) * attention_mask.unsqueeze(-1).to(torch.float32)
     return act.max(dim=1).values
+
+
+def vocabulary_projection(model):
+    """The MLM head's last layer (hidden -> vocabulary logits) as (parent module, attribute
+    name, the Linear), or None when the head does not end in one plain Linear."""
+    import torch
+
+    out = model.get_output_embeddings()
+    if type(out) is not torch.nn.Linear:
+        return None
+    for name, module in model.named_modules():
+        if module is out and name:
+            parent, _, attr = name.rpartition(".")
+            return model.get_submodule(parent), attr, out
+    return None
+
+
+#: vocabulary columns per step of the max-pooled projection: (tokens x chunk) logits of a
+#: batch under the token budget stay a few MB, in cache, instead of (tokens x 30k) in memory
+_VOCAB_CHUNK = 256
+
+
+def max_pooled_activation(model, head, enc):
+    """``splade_activation`` without the (batch x tokens x vocabulary) logits tensor.
+
+    log(1 + relu(x)) is monotonic, so the max over tokens can be taken on the raw logits and
+    the activation applied to (batch x vocabulary) only; and the projection runs in vocabulary
+    chunks whose logits stay in cache. The same values as the full head, a fraction of the
+    memory traffic (the full tensor is 4 bytes x tokens x 30,522 per batch).
+    """
+    import torch
+
+    parent, attr, linear = head
+    setattr(parent, attr, torch.nn.Identity())  # the model now returns the head's hidden states
+    try:
+        hidden = model(**enc).logits
+    finally:
+        setattr(parent, attr, linear)
+    mask = enc["attention_mask"].bool().unsqueeze(-1)  # (B, L, 1)
+    weight, bias = linear.weight, linear.bias
+    pooled = torch.empty((hidden.shape[0], weight.shape[0]), dtype=torch.float32, device=hidden.device)
+    for start in range(0, weight.shape[0], _VOCAB_CHUNK):
+        stop = min(start + _VOCAB_CHUNK, weight.shape[0])
+        logits = hidden @ weight[start:stop].T
+        if bias is not None:
+            logits += bias[start:stop]
+        pooled[:, start:stop] = logits.masked_fill(~mask, float("-inf")).amax(dim=1).float()
+    return torch.log1p(torch.relu(pooled))
+
+
+def model_max_length(tokenizer, model) -> int:
+    """The longest input a checkpoint takes: its tokenizer's limit, capped by its positions."""
+    limits = [getattr(model.config, "max_position_embeddings", None), getattr(tokenizer, "model_max_length", None)]
+    limits = [int(n) for n in limits if n and n < 1_000_000]  # tokenizers without a limit say 1e30
+    return min(limits) if limits else 512
 
 
 @dataclass(frozen=True)
@@ -162,15 +219,18 @@ class SpladeEncoder:
         model_id = self.config.model if side == "doc" else self.config.query_model_id
         max_length = self.config.max_length if side == "doc" else self.config.query_max_length
         tok, model = self._load(model_id)
+        max_length = max_length or model_max_length(tok, model)
         bar = progress(desc=f"splade {side}", unit=side, total=len(texts), enabled=len(texts) >= 256)
+        head = None if per_token else vocabulary_projection(model)
         with torch.inference_mode(), bar:
             for idx, enc in self._batches(tok, texts, max_length):
                 enc = {k: v.to(self.device) for k, v in enc.items()}
-                logits = model(**enc).logits
                 if per_token:
-                    yield idx, self._token_rows(logits, enc["attention_mask"])
+                    yield idx, self._token_rows(model(**enc).logits, enc["attention_mask"])
+                elif head is None:
+                    yield idx, splade_activation(model(**enc).logits, enc["attention_mask"])
                 else:
-                    yield idx, splade_activation(logits, enc["attention_mask"])
+                    yield idx, max_pooled_activation(model, head, enc)
                 bar.update(len(idx))
 
     def _token_rows(self, logits, mask) -> list[sp.csr_matrix]:

@@ -28,12 +28,15 @@ def as_tensor(a, device, dtype=None):
     return x.to(device, dtype) if dtype is not None else x.to(device)
 
 
-def maxsim_padded(q, q_mask, d, d_mask):
+def maxsim_padded(q, q_mask, d, d_mask, low_precision: bool = False):
     """MaxSim of every query against every document, all padded, in torch.
 
     Args:
         q: (B, Lq, dim) queries; q_mask: (B, Lq) bool, real tokens.
         d: (N, Ld, dim) documents; d_mask: (N, Ld) bool.
+        low_precision: run the GEMM and the max in the inputs' dtype (fp16/bf16 on a GPU:
+            tensor cores, fp32 accumulation inside the GEMM), summing the maxima in fp32;
+            default: everything in fp32.
 
     Returns:
         (B, N) float32 scores; a document with no token scores -inf.
@@ -44,9 +47,10 @@ def maxsim_padded(q, q_mask, d, d_mask):
     if ld == 0:  # only empty documents
         return torch.full((b, n), float("-inf"), device=q.device)
     # one GEMM over flat tokens, then an in-place -inf bias on padding and one max: no 4-D copies
-    s = (q.reshape(b * lq, dim).float() @ d.reshape(n * ld, dim).float().T).view(b * lq, n, ld)
-    s += torch.zeros((n, ld), device=s.device).masked_fill_(~d_mask, float("-inf"))
-    s = s.amax(dim=-1).view(b, lq, n)
+    qf, df = q.reshape(b * lq, dim), d.reshape(n * ld, dim)
+    s = (qf @ df.T if low_precision else qf.float() @ df.float().T).view(b * lq, n, ld)
+    s += torch.zeros((n, ld), device=s.device, dtype=s.dtype).masked_fill_(~d_mask, float("-inf"))
+    s = s.amax(dim=-1).float().view(b, lq, n)
     return s.masked_fill_(~q_mask[:, :, None], 0.0).sum(dim=1)
 
 
@@ -76,12 +80,20 @@ class MaxSim:
         vectors: the documents' token vectors (float16 or float32; may be memory-mapped).
         device: torch device for scoring.
         chunk_tokens: document tokens scored per step (bounds memory).
+        gemm_dtype: ``fp16`` or ``bf16``: on a GPU, score with tensor-core GEMMs in that
+            dtype (:func:`maxsim_padded` ``low_precision``); default: fp32 scoring.
     """
 
-    def __init__(self, vectors: MultiVectors, device: str | None = None, chunk_tokens: int = 1 << 16):
+    def __init__(self, vectors: MultiVectors, device: str | None = None, chunk_tokens: int = 1 << 16,
+                 gemm_dtype: str | None = None):  # fmt: skip
         torch = require("torch", "models")
         self.device = resolve_device(device)
-        dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        if gemm_dtype not in (None, "fp16", "bf16"):
+            raise InvalidInput(f"gemm_dtype must be fp16, bf16 or None, got {gemm_dtype!r}")
+        if gemm_dtype is not None and self.device.type != "cuda":
+            raise InvalidInput("gemm_dtype (tensor-core scoring) needs a CUDA device")
+        self.low_precision = gemm_dtype is not None
+        dtype = torch.bfloat16 if gemm_dtype == "bf16" else torch.float16 if self.device.type == "cuda" else torch.float32
         self.vectors = as_tensor(vectors.vectors, self.device, dtype)
         self.offsets = as_tensor(np.asarray(vectors.offsets, dtype=np.int64), self.device)
         self.dim = int(self.vectors.shape[1]) if self.vectors.ndim == 2 else 0
@@ -114,7 +126,7 @@ class MaxSim:
             rows = torch.arange(s, min(n, s + per), device=self.device)
             d, dm = pad_rows(self.vectors, self.offsets, rows)
             for b in range(0, len(q), qb):
-                out[b : b + qb, s : s + per] = maxsim_padded(q[b : b + qb], qm[b : b + qb], d, dm)
+                out[b : b + qb, s : s + per] = maxsim_padded(q[b : b + qb], qm[b : b + qb], d, dm, self.low_precision)
         return out
 
     def search(self, queries: MultiVectors, k: int = 10) -> tuple[np.ndarray, np.ndarray]:

@@ -29,7 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cascade.retrieval.base import Retriever
-from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.errors import InvalidInput, require
 from cascade.retrieval.progress import progress
 from cascade.retrieval.storage import read_index, write_index
 from cascade.retrieval.topk import doc_names, id_ranks, rankings_from_rows, top_k_sparse_rows
@@ -284,6 +284,13 @@ class BM25Retriever(Retriever):
 
         Repeated query terms count as often as they occur, like Anserini's bag-of-words query.
         """
+        indptr, cols, counts = self._query_arrays(queries)
+        return sp.csr_matrix((counts, cols, indptr), shape=(len(queries), len(self.vocab)))
+
+    def _query_arrays(self, queries: Sequence[Query]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`query_matrix`'s CSR arrays (indptr, columns, counts), without building the
+        scipy matrix: the compiled kernel takes them as they are, and scipy's checks on a
+        matrix of one query cost more than the kernel's search of a small collection."""
         indptr, cols, vals = [0], [], []
         term_index = self.term_index
         for q in queries:
@@ -295,10 +302,7 @@ class BM25Retriever(Retriever):
             cols.extend(counts)
             vals.extend(counts.values())
             indptr.append(len(cols))
-        return sp.csr_matrix(
-            (np.asarray(vals, dtype=np.float64), np.asarray(cols, dtype=np.int64), np.asarray(indptr, dtype=np.int64)),
-            shape=(len(queries), len(self.vocab)),
-        )
+        return np.asarray(indptr, dtype=np.int64), np.asarray(cols, dtype=np.int64), np.asarray(vals, dtype=np.float64)
 
     def search(
         self,
@@ -327,18 +331,33 @@ class BM25Retriever(Retriever):
         m = weights.matrix
         for start in range(0, len(queries), batch_size):
             batch = queries[start : start + batch_size]
-            qm = self.query_matrix(batch)
             if use_numba:
                 from .impact_kernel import exact_top_k
 
-                docs, scores, counts = exact_top_k(m.indptr, m.indices, m.data, self._id_ranks, qm.indptr,
-                                                   qm.indices, qm.data, k)  # fmt: skip
+                q_indptr, q_cols, q_vals = self._query_arrays(batch)
+                docs, scores, counts = exact_top_k(m.indptr, m.indices, m.data, self._id_ranks, q_indptr,
+                                                   q_cols, q_vals, k)  # fmt: skip
                 out.extend(rankings_from_rows([q.id for q in batch], docs, scores, counts, self._names))
             else:
                 # float64 products summed in the query's term order: the kernel's sums exactly
-                scores = (qm @ m).tocsr()
+                scores = (self.query_matrix(batch) @ m).tocsr()
                 out.extend(top_k_sparse_rows([q.id for q in batch], scores, self._names, self._id_ranks, k))
         return out
+
+    def search_arrays(self, queries: Sequence[Query], k: int = 10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`search` with the compiled kernel, as arrays (no Ranking objects): doc indexes
+        (queries x k, -1 past a row's hits; doc ``i`` is ``self.doc_ids[i]``), scores, and the
+        count of hits per query. Needs numba (extra ``fast``) and positive weights."""
+        if k < 1:
+            raise InvalidInput(f"k must be >= 1, got {k}")
+        require("numba", "fast")
+        from .impact_kernel import exact_top_k
+
+        weights = self._weights(None)
+        if not weights.positive:
+            raise InvalidInput("search_arrays needs positive term weights (use search())")
+        m, (q_indptr, q_cols, q_vals) = weights.matrix, self._query_arrays(queries)
+        return exact_top_k(m.indptr, m.indices, m.data, self._id_ranks, q_indptr, q_cols, q_vals, k)
 
     # -- persistence ---------------------------------------------------------------------
 

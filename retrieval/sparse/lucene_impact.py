@@ -157,6 +157,21 @@ class LuceneImpactSearcher:
         """Search with a query made by :meth:`jquery`; returns Anserini's hits as-is."""
         return self._searcher.search(jquery, int(k))
 
+    def jbatch(self, vectors: Sequence[Mapping[str, float]], query_ids: Sequence[str]):
+        """Prepared Java lists (queries, ids) for :meth:`batch_search_prepared`."""
+        array_list = start_jvm().autoclass("java.util.ArrayList")
+        queries, ids = array_list(), array_list()
+        for qid, vector in zip(query_ids, vectors, strict=True):
+            queries.add(self._jquery(vector))
+            ids.add(str(qid))
+        return queries, ids
+
+    def batch_search_prepared(self, batch, k: int = 10, threads: int = 1):
+        """Anserini's own batch search over :meth:`jbatch` lists: one JVM call for the whole
+        batch (``threads`` searcher threads); returns the Java map query id -> hits."""
+        queries, ids = batch
+        return self._searcher.batch_search(queries, ids, int(k), int(threads))
+
 
 def lucene_available() -> bool:
     try:

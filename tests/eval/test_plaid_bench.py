@@ -2,6 +2,8 @@
 
 import json
 import random
+from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -34,7 +36,8 @@ def test_plaid_benchmark_contract_and_parity(tmp_path):
     assert len({d["text"] for d in docs}) == 40
     queries = [{"_id": f"q{i}", "text": " ".join(WORDS[i : i + 3])} for i in range(6)]
     root = write_beir(tmp_path / "ds", docs, queries, [(f"q{i}", f"d{i}", 1) for i in range(6)])
-    out = run_benchmark("plaid", root, device="cpu", k=K, vectors_dir=str(tmp_path / "vec"), pylate=False, sizes=[20, 90])
+    out = run_benchmark("plaid", root, device="cpu", k=K, vectors_dir=str(tmp_path / "vec"), pylate=False, sizes=[20, 90],
+                        rounds=1, plot=tmp_path / "plaid.png")  # fmt: skip
 
     # the JSON contract: plain JSON values (no numpy scalars), the fields a reader relies on
     assert json.loads(json.dumps(out)) == out
@@ -54,6 +57,14 @@ def test_plaid_benchmark_contract_and_parity(tmp_path):
         assert set(m) >= {"ncells", "centroid_score_threshold", "ndocs", "queries_per_s", f"recall@{K}", "ndcg@10"}
         assert m["queries_per_s"] > 0 and 0 <= m[f"recall@{K}"] <= 1 and 0 <= m["ndcg@10"] <= 1, setting
     assert ours["defaults"]["ncells"] == SearchParams.for_k(K).ncells
+    # HIGH_RECALL probes more cells and scores more candidates than the k defaults: on 40
+    # documents it finds (nearly) every exhaustive top-k hit, and never fewer than the defaults
+    assert ours["high_recall"][f"recall@{K}"] >= max(0.9, ours["defaults"][f"recall@{K}"])
+    # the reference names its setting and installed version; every search warmed and timed
+    assert exhaustive["version"] == version("torch") and "fp32" in exhaustive["setting"]
+    assert "warmed rounds" in exhaustive["setting"] and out["versions"]["torch"] == version("torch")
+    assert [Path(p).name for p in out["plots"]] == ["plaid.png", "plaid-by-size.png"]
+    assert all(Path(p).read_bytes()[:4] == b"\x89PNG" for p in out["plots"])
     assert out["ratio"] == round(ours["defaults"]["queries_per_s"] / exhaustive["queries_per_s"], 2)
     assert out["speedup_vs_exhaustive"] == out["ratio"]
     assert (tmp_path / "vec" / "manifest.json").is_file()  # vectors cached for the next run

@@ -216,6 +216,38 @@ def test_reranker_scores_are_exact_maxsim(parts):
     assert list(ranked.doc_ids) == [DOCS[i].id for i in np.argsort(-scores)]
 
 
+def test_reranker_document_cache(parts):
+    plain = ColBERTReranker(str(_colbert_dir(parts)), device="cpu")
+    cached = ColBERTReranker(str(_colbert_dir(parts)), device="cpu", doc_cache=3)
+    queries = ["bone marrow cells", "quick brown fox"]
+    groups = [DOCS[:3], [DOCS[2], DOCS[0], DOCS[3]]]
+    want = plain.score_many(queries, groups)
+    for got, expected in zip(cached.score_many(queries, groups), want, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
+    assert [k[0] for k in cached._cache] == ["b", "c", "d"]  # four seen, the least recent dropped
+    encoded = []
+    real = cached.encoder.encode_documents
+    cached.encoder.encode_documents = lambda texts: encoded.extend(texts) or real(texts)
+    again = cached.score_many(queries[:1], [[DOCS[2], DOCS[1]]])  # both still cached: nothing encoded
+    np.testing.assert_allclose(again[0], want[0][[2, 1]], rtol=1e-5)
+    assert encoded == []
+    cached.score_many(queries[:1], [[DOCS[4], DOCS[2]]])  # one new document, encoded alone
+    assert encoded == [DOCS[4].contents] and len(cached._cache) == 3
+    with pytest.raises(InvalidInput, match="doc_cache"):
+        ColBERTReranker(str(_colbert_dir(parts)), device="cpu", doc_cache=-1)
+
+
+def test_reranker_scores_in_bounded_passes(parts, monkeypatch):
+    import cascade.rerank.colbert as colbert
+
+    rr = ColBERTReranker(str(_colbert_dir(parts)), device="cpu")
+    queries, groups = ["bone marrow cells", "quick brown fox", "virus"], [DOCS[:3], DOCS[3:], DOCS[1:2]]
+    whole = rr.score_many(queries, groups)
+    monkeypatch.setattr(colbert, "MAX_DOCS_PER_PASS", 2)  # passes: [q0], [q1], [q2]
+    for got, want in zip(rr.score_many(queries, groups), whole, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5)
+
+
 def test_colbert_preset_is_valid():
     spec = resolve_pipeline("colbert")
     assert spec.retrievers[0].retriever == "colbert"
