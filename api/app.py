@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from cascade.api.service.engine import Engine
 from cascade.api.service.index_collection import IndexCollection, IndexOpener
 from cascade.eval.presets import resolve_pipeline
+from cascade.retrieval.threads import set_threads
 
 from . import errors
 from .metrics import Metrics
@@ -64,6 +65,8 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     settings: the service settings.
     engine: an engine to serve (default: :func:`build_engine`'s, closed on shutdown).
     """
+    # threads before the engine: loading models and indexes already runs on them
+    library_threads = set_threads(settings.threads) if settings.threads is not None else None  # loaded so far
     owned = engine is None
     engine = engine or build_engine(settings)
 
@@ -82,6 +85,7 @@ def create_app(settings: Settings, engine: Engine | None = None) -> FastAPI:
     )
     metrics = Metrics()
     app.state.settings, app.state.engine, app.state.metrics = settings, engine, metrics
+    app.state.library_threads = library_threads
     errors.install(app)
     # search first: a request is matched against the routes in order, and /v1/search is the hot one
     for module in (search, health, collections, openai, cohere, tei, rag, console):

@@ -35,6 +35,28 @@ def _kv(pairs: Sequence[str]) -> dict:
     return out
 
 
+def _set_threads(args) -> int:
+    """``--threads N`` (default: the cores this process may use) for torch, numba and faiss,
+    each set as it loads (:func:`cascade.retrieval.threads.set_threads`); the count."""
+    from cascade.retrieval.threads import resolve_threads, set_threads
+
+    n = resolve_threads(args.threads)
+    set_threads(n)
+    return n
+
+
+def _threads_report(n: int) -> tuple[int, dict[str, int]]:
+    """The count, and what each library this run loaded ran on, read back at the end."""
+    from cascade.retrieval.threads import library_threads
+
+    return n, library_threads()
+
+
+def _add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", metavar="N",
+                        help="CPU threads for torch, numba and faiss (default: all cores this process may use)")  # fmt: skip
+
+
 # -- eval ------------------------------------------------------------------------------------
 
 
@@ -44,8 +66,9 @@ def cmd_eval(args) -> int:
     from cascade.eval.metrics import parse_metrics
     from cascade.eval.trec import read_run
 
+    threads = _set_threads(args)
     if args.rerank_depths is not None or args.plot is not None or args.warm:
-        return _eval_depth_sweep(args)
+        return _eval_depth_sweep(args, threads)
     metrics = parse_metrics(args.metrics)
     dataset = load_dataset(args.dataset, args.split)
     if args.run:
@@ -83,6 +106,7 @@ def cmd_eval(args) -> int:
         system = Scored(report["pipeline"], report["metrics"], pq, run)
         base = Scored(f"run:{args.compare.name}", other, base_pq, base_run) if args.compare else None
         report["report"] = str(write_eval_report(args.report, dataset, report, system, base))
+    report["threads"], report["library_threads"] = _threads_report(threads)
     if args.per_query:
         report["per_query"] = pq
     if args.json:
@@ -100,7 +124,7 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _eval_depth_sweep(args) -> int:
+def _eval_depth_sweep(args, threads: int) -> int:
     """``cascade eval --rerank-depths``: the last reranker at each depth over one first-stage run."""
     from cascade.eval.datasets import load_dataset
     from cascade.eval.depth_sweep import parse_depths, plot_sweep, sweep_rerank_depths
@@ -120,6 +144,7 @@ def _eval_depth_sweep(args) -> int:
     dataset = load_dataset(args.dataset, args.split)
     report = sweep_rerank_depths(dataset, spec, depths, metrics, warm=args.warm)
     out = report.to_json()
+    out["threads"], out["library_threads"] = _threads_report(threads)
     if args.plot is not None:
         out["plot"] = str(plot_sweep(report, args.plot))
     if args.json:
@@ -144,7 +169,10 @@ def _eval_depth_sweep(args) -> int:
 def cmd_bench(args) -> int:
     from cascade.eval.bench import run_benchmark
 
-    result = run_benchmark(args.name, args.dataset, device=args.device, plot=args.plot, **_kv(args.opt))
+    opts = _kv(args.opt)
+    # the scale benchmark's own flags (as --opt family=... / sizes=...)
+    opts.update({k: v for k, v in (("family", args.family), ("sizes", args.sizes)) if v is not None})
+    result = run_benchmark(args.name, args.dataset, device=args.device, plot=args.plot, **opts)
     if args.report:
         from cascade.eval.report import result_report
 
@@ -190,6 +218,8 @@ def cmd_reproduce(args) -> int:
 def cmd_index(args) -> int:
     from cascade.indexing.corpus import read_corpus
     from cascade.indexing.index_set import IndexSet
+
+    threads = _set_threads(args)
     spec = resolve_pipeline(args.pipeline)
     fields = {k: v for k, v in (("id_field", args.id_field), ("text_field", args.text_field),
                                 ("title_field", args.title_field)) if v is not None}  # fmt: skip
@@ -205,7 +235,7 @@ def cmd_index(args) -> int:
                          ray_workers=args.ray_workers, source=source)  # fmt: skip
     index_set.build(spec)
     n = len(index_set.docstore())
-    result = {"index": str(args.out), "pipeline": spec.name, "num_docs": n}
+    result = {"index": str(args.out), "pipeline": spec.name, "num_docs": n, "threads": threads}
     print_json(result) if args.json else print(f"indexed {n} documents into {args.out} for {spec.name}")
     return 0
 
@@ -270,12 +300,15 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--plot", type=Path, metavar="FILE.png", help="with --rerank-depths: metric and cost vs depth")
     e.add_argument("--warm", action="store_true",
                    help="with --rerank-depths: one untimed run at the deepest depth first (fills a reranker's cache)")
+    _add_threads_flag(e)
     e.set_defaults(func=cmd_eval)
 
     b = sub.add_parser("bench", help="benchmark against a reference tool in the same process")
     b.add_argument("name")
-    b.add_argument("--dataset", required=True)
+    b.add_argument("--dataset", help="a BEIR folder or name (every benchmark but scale, which generates its data)")
     b.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: the benchmark's choice)")
+    b.add_argument("--family", help="scale: the index family (bm25, impact, dense, plaid)")
+    b.add_argument("--sizes", metavar="N1,N2,...", help="scale: corpus sizes in documents (100000 or 100k,1M,8.8M)")
     b.add_argument("--opt", action="append", metavar="KEY=VALUE", help="benchmark option (repeatable)")
     b.add_argument("--plot", type=Path, metavar="FILE.png", help="also draw the benchmark's figure (matplotlib)")
     b.add_argument("--report", type=Path, metavar="DIR", help="write the result (and --plot's figure) as an HTML report")
@@ -302,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--title-field")
     i.add_argument("--shards", type=int, default=0, help="split each index into N shards")
     i.add_argument("--ray-workers", type=int, default=0, help="build the shards on Ray with N workers")
+    _add_threads_flag(i)
     i.add_argument("--json", action="store_true")
     i.set_defaults(func=cmd_index)
 

@@ -21,6 +21,7 @@ import anyio
 from fastapi import Request
 
 from cascade.retrieval.errors import Overloaded, TimedOut
+from cascade.retrieval.threads import use_in_this_thread
 
 T = TypeVar("T")
 
@@ -75,6 +76,7 @@ class Gate:
                 if state["dropped"]:  # given up on before a thread took it
                     raise anyio.get_cancelled_exc_class()()
                 state["started"] = True
+            use_in_this_thread()  # numba and faiss count threads per thread: take the server's (--threads)
             try:
                 return call()
             finally:

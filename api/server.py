@@ -78,6 +78,11 @@ def cmd_serve(args) -> int:
     uvicorn = require("uvicorn", "serve")
     from pydantic import ValidationError
 
+    from cascade.retrieval.threads import resolve_threads
+
+    if args.ray and args.threads is not None:
+        raise InvalidInput("--threads sets this process's threads; with --ray each replica's follow --replica-cpus")  # fmt: skip
+    threads = None if args.ray else resolve_threads(args.threads)  # Ray sizes each replica's own
     try:
         settings = Settings(
             data_dir=Path(args.data_dir).resolve(),
@@ -86,6 +91,7 @@ def cmd_serve(args) -> int:
             api_keys=parse_api_keys(args.api_key, args.api_keys_file),
             max_request_bytes=int(args.max_request_mb * 1024 * 1024),
             search_threads=args.search_threads,
+            threads=threads,
             max_queued=args.max_queued,
             request_timeout_s=args.request_timeout,
             llm_base_url=args.llm_base_url,
@@ -104,7 +110,8 @@ def cmd_serve(args) -> int:
         run(settings, config, args.host, args.port, args.ray_address)
         return 0
     app = create_app(settings)
-    log.info("serving %s on http://%s:%d", settings.data_dir, args.host, args.port)
+    log.info("serving %s on http://%s:%d; threads %d %s", settings.data_dir, args.host, args.port, threads,
+             app.state.library_threads)  # fmt: skip
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=args.access_log)
     return 0
 
@@ -121,6 +128,8 @@ def add_serve_parser(subparsers) -> argparse.ArgumentParser:
     s.add_argument("--api-keys-file", type=Path, help="JSON file: {KEY: [collections or '*']}")
     s.add_argument("--max-request-mb", type=float, default=32.0)
     s.add_argument("--search-threads", type=int, default=4, help="searches and model calls run at once (~cores)")
+    s.add_argument("--threads", metavar="N",
+                   help="CPU threads for torch, numba and faiss (default: all cores this process may use)")  # fmt: skip
     s.add_argument("--max-queued", type=int, default=64, help="searches and model calls that may wait; more get 503")
     s.add_argument("--request-timeout", type=float, default=60.0, help="seconds a search or model call may run (504)")
     s.add_argument(

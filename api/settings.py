@@ -54,6 +54,9 @@ class Settings(BaseModel):
     max_k ... max_context_tokens: per-request caps (:mod:`api.limits`); max_queued,
         request_timeout_s: the bounded queue and the time limit of searches and model calls
         (:mod:`api.concurrency`).
+    threads: CPU threads of torch, numba and faiss in this process, set when the app is created
+        (:func:`cascade.retrieval.threads.set_threads`); ``cascade serve`` passes ``--threads``,
+        by default all cores the process may use. ``None``: left as they are.
     llm_base_url, llm_api_key, llm_model: an OpenAI-compatible chat-completions server for
         ``/v1/answer`` (``llm_base_url`` ends before ``/chat/completions``, e.g. ``.../v1``).
     indexes, index_pipeline: index directories served as read-only collections, and the preset
@@ -88,6 +91,9 @@ class Settings(BaseModel):
     )
     request_timeout_s: float = Field(60.0, gt=0, description="a search or model call running longer gets 504")
     search_threads: int = Field(4, ge=1, le=256, description="searches and model calls run at once")
+    threads: int | None = Field(
+        None, ge=1, description="CPU threads torch, numba and faiss use (None: leave them as they are)"
+    )
     embedding_models: list[str] = [DEFAULT_DENSE_MODEL]
     tokenizer_models: list[str] = [DEFAULT_DENSE_MODEL]
     reranker_params: dict[str, dict] = {}

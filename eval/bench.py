@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cascade.retrieval.errors import InvalidInput
 from cascade.retrieval.registry import Registry
 
 BENCHMARKS = Registry(
@@ -22,9 +23,12 @@ BENCHMARKS = Registry(
         "bm25": "cascade.eval.benchmarks.bm25:run",
         "dense-encode": "cascade.eval.benchmarks.dense:encode",
         "dense-search": "cascade.eval.benchmarks.dense:search",
+        "splade-encode": "cascade.eval.benchmarks.encode:splade_encode",
+        "colbert-encode": "cascade.eval.benchmarks.encode:colbert_encode",
         "plaid": "cascade.eval.benchmarks.plaid:run",
         "rede-rf-oracle": "cascade.eval.benchmarks.rede_rf:run",
         "rerank": "cascade.eval.benchmarks.rerank:run_rerank",
+        "scale": "cascade.eval.benchmarks.scale:run",
         "listwise": "cascade.eval.benchmarks.rerank:run_listwise",
         "sparse": "cascade.eval.benchmarks.sparse:run",
         "soak": "cascade.eval.benchmarks.soak:run",
@@ -66,6 +70,18 @@ def race(
     return best
 
 
+def best_of_sweep(timed: dict[str, tuple[float, Any]], prefix: str, batch_sizes, items: int) -> dict:
+    """A reference's batch-size sweep out of a :func:`race`: contenders named ``f"{prefix}{bs}"``.
+
+    Returns ``{"batch_size": best, "seconds", "per_s", "sweep": {bs: items/s}, "output"}``, the
+    best batch size being the reference's figure (its best documented setting)."""
+    sweep = {bs: items / timed[f"{prefix}{bs}"][0] for bs in batch_sizes}
+    best = max(sweep, key=sweep.get)
+    seconds, output = timed[f"{prefix}{best}"]
+    return {"batch_size": best, "seconds": seconds, "per_s": sweep[best],
+            "sweep": {str(bs): round(v, 1) for bs, v in sweep.items()}, "output": output}  # fmt: skip
+
+
 def version(dist: str) -> str | None:
     """The installed version of a distribution (``importlib.metadata``), None if not installed:
     a benchmark names the versions it measured, never a version typed by hand."""
@@ -83,10 +99,16 @@ def versions(*dists: str) -> dict[str, str | None]:
     return {d: version(d) for d in ("cascade-search", *dists)}
 
 
-def run_benchmark(name: str, dataset: str | Path, device: str | None = None, plot: str | Path | None = None,
+#: Benchmarks that generate their own data (``--dataset`` is not needed).
+GENERATED = frozenset({"scale"})
+
+
+def run_benchmark(name: str, dataset: str | Path | None, device: str | None = None, plot: str | Path | None = None,
                   **opts) -> dict:  # fmt: skip
     """Run a benchmark; ``plot``: also draw its figure to this PNG (benchmarks that draw one)."""
     fn = BENCHMARKS.get(name)
     if plot is not None:
         opts["plot"] = Path(plot)
-    return fn(Path(dataset), device=device, **opts)
+    if dataset is None and name not in GENERATED:
+        raise InvalidInput(f"benchmark {name!r} needs --dataset")
+    return fn(None if dataset is None else Path(dataset), device=device, **opts)

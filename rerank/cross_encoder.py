@@ -80,7 +80,9 @@ class CrossEncoderReranker(PairwiseReranker):
     Args:
         model: hub id or local directory of a 1-label sequence-classification checkpoint.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; ``None`` picks CUDA when present.
-        dtype: ``"fp32"``, ``"fp16"``, ``"bf16"``; ``None``: bf16/fp16 on GPU, fp32 on CPU.
+        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"``; ``None``/``"auto"``: bf16 on GPUs and on
+            bf16-capable CPUs, else fp32 (:func:`cascade.retrieval.models.resolve_dtype`). Scores
+            come out in fp32.
         batch_size: most pairs per forward pass.
         max_length: tokens per pair (query and document truncated longest-first); ``None``
             uses the tokenizer's limit capped at the model's position embeddings, as

@@ -204,7 +204,7 @@ class HFCausalLMBackend:
 
     Args:
         model: hub id or directory of a causal LM.
-        device, dtype: as everywhere (bf16/fp16 on GPU, fp32 on CPU by default).
+        device, dtype: as everywhere (:func:`cascade.retrieval.models.resolve_dtype`).
         batch_size: conversations per forward pass / generate call.
         max_length: context size; longer prompts are cut from the left (with a warning).
 

@@ -6,6 +6,7 @@ device, dtype, batch size) and resolve it here, once.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -76,14 +77,41 @@ def to_device(array, device):
 _DTYPES = {"fp32": "float32", "float32": "float32", "fp16": "float16", "float16": "float16",
            "half": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16"}  # fmt: skip
 
+#: CPU flags (Linux /proc/cpuinfo names) of the bf16 matrix instructions: AMX tiles on Intel
+#: Sapphire Rapids and later, AVX512-BF16 dot products on Cooper Lake, Zen 4 and later.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+@functools.cache
+def cpu_bf16_flags() -> tuple[str, ...]:
+    """The :data:`BF16_CPU_FLAGS` this CPU has (empty off Linux, where there is no cpuinfo)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return tuple(f for f in BF16_CPU_FLAGS if f in flags)
+
 
 def resolve_dtype(dtype: str | None, device) -> object:
-    """``None``/``"auto"``: fp16 on CUDA (bf16 where the GPU supports it), fp32 on CPU."""
+    """``None``/``"auto"``: bf16 on CUDA GPUs that have it (fp16 on older ones) and on CPUs with
+    bf16 matrix instructions (AMX or AVX512-BF16, :func:`cpu_bf16_flags`), fp32 on other CPUs,
+    where bf16 would be emulated and slower than fp32. Anything else names a dtype
+    (``float32``/``bfloat16``/``float16`` or ``fp32``/``bf16``/``fp16``)."""
     torch = require("torch", "models")
     if dtype in (None, "auto"):
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
+        return torch.bfloat16 if device.type == "cpu" and cpu_bf16_flags() else torch.float32
     if dtype not in _DTYPES:
-        raise InvalidInput(f"invalid dtype {dtype!r}; valid: {', '.join(sorted(_DTYPES))}")
+        raise InvalidInput(f"invalid dtype {dtype!r}; valid: auto, {', '.join(sorted(_DTYPES))}")
     return getattr(torch, _DTYPES[dtype])
+
+
+def dtype_name(dtype) -> str:
+    """A torch dtype as the name a manifest records (``bfloat16``, ``float32``...)."""
+    return str(dtype).removeprefix("torch.")

@@ -83,3 +83,13 @@ def ray_cluster():
     )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def fp32_auto(monkeypatch):
+    """``dtype="auto"`` resolves as on a CPU without bf16 instructions (fp32): parity tests
+    against reference implementations run at the references' own precision. The bf16 path has
+    guards of its own (tests/eval/test_precision_guard.py, the reproduction matrix)."""
+    from cascade.retrieval import models
+
+    monkeypatch.setattr(models, "cpu_bf16_flags", lambda: ())

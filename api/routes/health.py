@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 
+from cascade.retrieval.threads import library_threads
+
 router = APIRouter(tags=["health"])
 
 
@@ -19,7 +21,14 @@ async def readyz(request: Request, response: Response):
     if engine is None:
         response.status_code = 503
         return {"status": "starting"}
-    return {"status": "ready", "collections": len(engine.collection_names())}
+    state = request.app.state
+    return {
+        "status": "ready",
+        "collections": len(engine.collection_names()),
+        # CPU threads (``--threads``) and what the libraries loaded so far run on; null: not set
+        "threads": state.settings.threads,
+        "library_threads": library_threads() if state.settings.threads is not None else None,
+    }
 
 
 # declared as text/plain: the OpenAPI document says what the route really sends

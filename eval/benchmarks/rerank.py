@@ -22,12 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cascade.eval.bench import race, version, versions
-from cascade.eval.datasets import load_dataset
+from cascade.eval.bench import best_of_sweep, race, version, versions
+from cascade.eval.precision import bm25_candidates
 from cascade.retrieval.errors import require
 from cascade.retrieval.models import DEFAULT_DENSE_MODEL, resolve_device, resolve_model_path
-from cascade.retrieval.sparse.bm25 import BM25Retriever
-from cascade.retrieval.types import Document, Query
 
 log = logging.getLogger(__name__)
 
@@ -67,17 +65,8 @@ def build_tiny_causal_lm(path: Path, hidden: int = 64, layers: int = 2, seed: in
     return path
 
 
-def _bm25_candidates(dataset_dir: Path, split: str, num_queries: int, depth: int) -> tuple[list[Query], list[list[Document]]]:
-    ds = load_dataset(dataset_dir, split)
-    docs = list(ds.corpus())
-    by_id = {d.id: d for d in docs}
-    queries = ds.queries[:num_queries]
-    rankings = BM25Retriever.build(docs, show_progress=False).search(queries, k=depth)
-    return queries, [[by_id[i] for i in r.doc_ids] for r in rankings]
-
-
 #: sentence-transformers CrossEncoder batch sizes swept by ``rerank`` (its default is 32)
-CE_BATCH_SIZES = (16, 32, 64, 128, 256)
+CE_BATCH_SIZES = (16, 32, 64, 128)
 
 
 def run_rerank(dataset_dir: Path, device: str | None = None, num_queries: int = 16, depth: int = 10,
@@ -86,27 +75,31 @@ def run_rerank(dataset_dir: Path, device: str | None = None, num_queries: int = 
                chunk_size: int | None = None, model: str | None = None, plot: Path | None = None, **_) -> dict:  # fmt: skip
     """Cross-encoder pairs/s, ours vs sentence-transformers, and the largest score difference.
 
-    sentence-transformers' ``CrossEncoder.predict`` runs at each of ``batch_sizes``; its best
-    is the baseline. ``batch_size`` is ours. ``model``: a local cross-encoder checkpoint
-    (default: MiniLM-L6 with a seeded random head, see the module doc). ``plot``: pairs/s
-    against the reference's batch size, ours as a line.
+    Ours runs at ``dtype`` (default ``auto``: bf16 on a bf16-capable CPU or a GPU);
+    sentence-transformers' ``CrossEncoder.predict`` runs at fp32 (its default: the headline
+    ``ratio``) and at our precision (``ratio_same_dtype``), each at each of ``batch_sizes``,
+    its best being its figure. ``batch_size`` is ours. ``model``: a local cross-encoder
+    checkpoint (default: MiniLM-L6 with a seeded random head, see the module doc). ``plot``:
+    pairs/s against the reference's batch size, ours as a line.
     """
     torch = require("torch", "models")
     st = require("sentence_transformers", "models")
     from cascade.rerank.cross_encoder import CrossEncoderReranker
+    from cascade.retrieval.models import dtype_name
 
-    from .dense import one_device
+    from .dense import one_device, reference_dtypes
 
     dev = resolve_device(one_device(device))
-    dtype = dtype or ("fp16" if dev.type == "cuda" else "fp32")
     path = Path(model) if model else build_minilm_cross_encoder(Path(cache_dir or DEFAULT_CACHE) / "minilm-l6-ce")
-    queries, cands = _bm25_candidates(dataset_dir, split, num_queries, depth)
+    queries, cands = bm25_candidates(dataset_dir, num_queries, depth, split)
     firsts = [q.text for q, ds in zip(queries, cands, strict=True) for _ in ds]
     seconds = [d.contents for ds in cands for d in ds]
 
     ours = CrossEncoderReranker(str(path), device=str(dev), dtype=dtype, batch_size=batch_size, max_length=max_length,
                                 chunk_size=chunk_size)  # fmt: skip
-    ref = st.CrossEncoder(str(path), device=str(dev), max_length=max_length, model_kwargs={"dtype": ours.dtype})
+    same = dtype_name(ours.dtype)
+    refs = {dtype_name(dt): st.CrossEncoder(str(path), device=str(dev), max_length=max_length, model_kwargs={"dtype": dt})
+            for dt in reference_dtypes(ours.dtype)}  # fmt: skip
     pairs = list(zip(firsts, seconds, strict=True))
 
     def sync():
@@ -118,7 +111,7 @@ def run_rerank(dataset_dir: Path, device: str | None = None, num_queries: int = 
         sync()
         return out
 
-    def ref_run(bs):
+    def ref_run(ref, bs):
         def go():
             out = ref.predict(pairs, batch_size=bs, show_progress_bar=False)
             sync()
@@ -126,25 +119,41 @@ def run_rerank(dataset_dir: Path, device: str | None = None, num_queries: int = 
 
         return go
 
-    ours_run(), ref_run(32)()  # warm-up: allocator, kernels, tokenizer caches
-    timings = race({"ours": ours_run, **{f"ref-{bs}": ref_run(bs) for bs in batch_sizes}}, rounds=repeat)
+    ours_run()  # warm-up: allocator, kernels, tokenizer caches
+    for ref in refs.values():
+        ref_run(ref, 32)()
+    timings = race({"ours": ours_run, **{f"{name}-{bs}": ref_run(ref, bs) for name, ref in refs.items()
+                                         for bs in batch_sizes}}, rounds=repeat)  # fmt: skip
     n = len(pairs)
-    sweep = {bs: n / timings[f"ref-{bs}"][0] for bs in batch_sizes}
-    best = max(sweep, key=sweep.get)
-    (ours_s, ours_scores), (ref_s, ref_scores) = timings["ours"], timings[f"ref-{best}"]
+    ours_s, ours_scores = timings["ours"]
+    best = {name: best_of_sweep(timings, f"{name}-", batch_sizes, n) for name in refs}
 
     # the serving case: one query and its top 100 (as a pipeline's rerank stage sees it)
-    (query,), (top,) = _bm25_candidates(dataset_dir, split, 1, 100)
+    (query,), (top,) = bm25_candidates(dataset_dir, 1, 100, split)
     one_q, one_d = [query.text] * len(top), [d.contents for d in top]
+    one_pairs = list(zip(one_q, one_d, strict=True))
     single = race({
         "ours": lambda: (ours.score_pairs(one_q, one_d), sync()),
-        "ref": lambda: (ref.predict(list(zip(one_q, one_d, strict=True)), batch_size=best, show_progress_bar=False), sync()),
+        **{name: (lambda r=ref, b=best[name]["batch_size"]: (r.predict(one_pairs, batch_size=b, show_progress_bar=False),
+                                                               sync()))
+           for name, ref in refs.items()},
     }, rounds=max(repeat, 3))  # fmt: skip
+
+    def entry(name: str) -> dict:
+        b = best[name]
+        return {"name": f"sentence-transformers CrossEncoder.predict, {name}", "version": version("sentence-transformers"),
+                "dtype": name,
+                "setting": f"{name}, batch_size={b['batch_size']}, the best of a sweep over {list(batch_sizes)} "
+                           "(its default: 32)",
+                "pairs_per_s": round(b["per_s"], 1), "batch_size": b["batch_size"], "sweep_pairs_per_s": b["sweep"],
+                "one_query_100_docs_ms": round(1000 * single[name][0], 1),
+                "max_abs_score_diff_vs_ours": float(np.abs(np.asarray(ours_scores) - np.asarray(b["output"])).max())}  # fmt: skip
+
     result = {
         "benchmark": "rerank",
         "dataset": str(dataset_dir),
         "device": str(dev),
-        "dtype": dtype,
+        "dtype": same,
         "threads": torch.get_num_threads(),
         "model": str(path),
         "pairs": n,
@@ -152,20 +161,22 @@ def run_rerank(dataset_dir: Path, device: str | None = None, num_queries: int = 
         "timing": f"fastest of {repeat} rounds, contenders in turn, after a warm-up; one device each",
         "versions": versions("torch", "transformers", "sentence-transformers"),
         "ours": {"name": "cascade cross-encoder (pair tokens once per text, token-budget batches, tokenizing overlapped with the model)",
-                 "version": version("cascade-search"), "pairs_per_s": round(n / ours_s, 1), "batch_size": batch_size},
-        "baseline": {"name": "sentence-transformers CrossEncoder.predict", "version": version("sentence-transformers"),
-                     "setting": f"batch_size={best}, the best of a sweep over {list(batch_sizes)} (its default: 32)",
-                     "pairs_per_s": round(n / ref_s, 1), "batch_size": best,
-                     "sweep_pairs_per_s": {str(bs): round(v, 1) for bs, v in sweep.items()}},
-        "max_abs_score_diff": float(np.abs(np.asarray(ours_scores) - np.asarray(ref_scores)).max()),
-        "one_query_100_docs_ms": {"ours": round(1000 * single["ours"][0], 1), "baseline": round(1000 * single["ref"][0], 1)},
-        "ratio": round(ref_s / ours_s, 3),
+                 "version": version("cascade-search"), "dtype": same, "pairs_per_s": round(n / ours_s, 1),
+                 "batch_size": batch_size},
+        "baseline": entry("float32"),
+        "baselines": {name: entry(name) for name in refs},
+        "max_abs_score_diff": entry(same)["max_abs_score_diff_vs_ours"],
+        "one_query_100_docs_ms": {"ours": round(1000 * single["ours"][0], 1),
+                                  "baseline": round(1000 * single["float32"][0], 1)},
+        "ratio": round(best["float32"]["seconds"] / ours_s, 3),
+        "ratio_same_dtype": round(best[same]["seconds"] / ours_s, 3),
     }  # fmt: skip
     if plot is not None:
         from cascade.eval.plots import line_chart
 
-        series = {"sentence-transformers CrossEncoder.predict": [(bs, round(v, 1)) for bs, v in sweep.items()],
-                  f"cascade (batch_size={batch_size}, token budget)": [(bs, round(n / ours_s, 1)) for bs in batch_sizes]}  # fmt: skip
+        series = {f"sentence-transformers CrossEncoder.predict, {name}": [(int(bs), v) for bs, v in best[name]["sweep"].items()]
+                  for name in refs}  # fmt: skip
+        series[f"cascade, {same} (batch_size={batch_size}, token budget)"] = [(bs, round(n / ours_s, 1)) for bs in batch_sizes]
         result["plots"] = [str(line_chart(plot, series, "reference batch size", "pairs/s",
                                           f"cross-encoder {path.name}, {n} pairs, {dev}", logx=True))]  # fmt: skip
     return result
@@ -220,7 +231,7 @@ def run_listwise(dataset_dir: Path, device: str | None = None, num_queries: int 
 
     dev = resolve_device(one_device(device))
     path = build_tiny_causal_lm(Path(cache_dir or DEFAULT_CACHE) / f"llama-h{hidden}-l{layers}", hidden, layers)
-    queries, cands = _bm25_candidates(dataset_dir, split, num_queries, window)
+    queries, cands = bm25_candidates(dataset_dir, num_queries, window, split)
     common = {"device": str(dev), "dtype": dtype, "window": window, "stride": window // 2, "depth": window,
               "identifiers": "alpha", "prompt": "rankzephyr", "max_passage_words": max_passage_words,
               "batch_size": 1, "show_progress": False}  # fmt: skip

@@ -23,7 +23,7 @@ import numpy as np
 
 from cascade.retrieval.base import Retriever
 from cascade.retrieval.errors import IndexMismatch, InvalidInput, require
-from cascade.retrieval.models import DEFAULT_DENSE_MODEL
+from cascade.retrieval.models import DEFAULT_DENSE_MODEL, dtype_name
 from cascade.retrieval.storage import read_index, write_index
 from cascade.retrieval.types import Document, Query, Ranking
 
@@ -75,6 +75,7 @@ class DenseRetriever(Retriever):
         nprobe: int = 16,
         device: str | None = None,
         encoder=None,
+        encode_dtype: str | None = None,
     ):
         self.config = config  # an EncoderConfig, or a RemoteEncoderConfig (cascade.retrieval.encoders)
         self.doc_ids = doc_ids
@@ -86,6 +87,8 @@ class DenseRetriever(Retriever):
         self.ef_search, self.nprobe = int(ef_search), int(nprobe)
         self.device = device
         self._encoder = encoder
+        # the dtype the documents were encoded in (the manifest records it; None: not recorded)
+        self.encode_dtype = encode_dtype or (dtype_name(encoder.dtype) if encoder is not None else None)
         self._exact: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] | None = None
         self.dim = int(embeddings.shape[1] if embeddings is not None else faiss_index.d)
         self.num_vectors = int(embeddings.shape[0] if embeddings is not None else faiss_index.ntotal)
@@ -168,7 +171,7 @@ class DenseRetriever(Retriever):
                 return encoder.encode_documents(texts), np.ones(len(batch), dtype=np.int64)
             return chunk_embeddings(encoder, texts, spec)
 
-        settings = {"encoder": encoder.config.to_json(), "dtype": str(encoder.dtype),
+        settings = {"encoder": encoder.config.to_json(), "dtype": dtype_name(encoder.dtype),
                     # the recorded shape of chunked indexes: method, size, overlap
                     "chunking": {"method": spec.method, "size": spec.max_tokens, "overlap": spec.overlap}
                     if spec else None}  # fmt: skip
@@ -298,7 +301,7 @@ class DenseRetriever(Retriever):
         return {
             "encoder": self.config.to_json(), "dim": self.dim, "index": self.factory,
             "num_vectors": self.num_vectors, "chunking": self.chunking, "similarity": "inner_product",
-            "ef_search": self.ef_search, "nprobe": self.nprobe,
+            "ef_search": self.ef_search, "nprobe": self.nprobe, "encode_dtype": self.encode_dtype,
         }  # fmt: skip
 
     def save(self, path: str | Path) -> None:
@@ -331,6 +334,7 @@ class DenseRetriever(Retriever):
         return cls(
             config, arrays["doc_ids"], p["index"], arrays.get("embeddings"), faiss_index,
             arrays.get("vec_doc"), p.get("chunking"), p["ef_search"], p["nprobe"], device,
+            encode_dtype=p.get("encode_dtype"),
         )  # fmt: skip
 
 

@@ -185,7 +185,8 @@ class ColBERTEncoder:
         model: a model directory, a packaged model id, or a hub id.
         format: the checkpoint layout; ``auto`` reads it from the files (see module doc).
         device: ``None``/``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"``...
-        dtype: ``None`` (fp16/bf16 on GPU, fp32 on CPU), or ``fp32``/``fp16``/``bf16``.
+        dtype: ``None``/``"auto"`` (:func:`cascade.retrieval.models.resolve_dtype`: bf16 on GPUs
+            and bf16-capable CPUs, else fp32), ``float32``, ``bfloat16``, ``float16``.
         batch_size: texts per forward pass (after sorting by length).
         projection_dim: ``tokens`` format only: project to this many dims (seeded, orthonormal).
         projection_seed: the projection's seed.

@@ -193,7 +193,9 @@ class DenseEncoder:
         model: hub id or local directory (default all-MiniLM-L6-v2, packaged offline).
         device: ``None``/``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``. Plain ``"cuda"`` with
             several GPUs spreads batches over all of them.
-        dtype: ``None``/``"auto"`` (bf16/fp16 on GPU, fp32 on CPU), ``"fp16"``, ``"bf16"``, ``"fp32"``.
+        dtype: ``None``/``"auto"`` (bf16 on GPUs and on CPUs with bf16 matrix instructions, else
+            fp32: :func:`cascade.retrieval.models.resolve_dtype`), ``"float32"``, ``"bfloat16"``,
+            ``"float16"``. Pooling, normalization and the output stay fp32.
         batch_size: most rows in one batch.
         max_tokens: padded tokens per batch (rows x longest); default 8192 on CPU, 65536 on GPU.
         show_progress: a progress bar (docs/s) over long inputs.
@@ -355,7 +357,8 @@ class DenseEncoder:
         pool = POOLINGS[self.config.pooling]
         out = np.zeros((len(ids), self.dim), dtype=np.float32)
         for rows, hidden, mask in self._run(ids):
-            out[rows] = self.postprocess(pool(hidden, mask).float().cpu().numpy())
+            # pooling (and normalization after it) in fp32 whatever the model's dtype
+            out[rows] = self.postprocess(pool(hidden.float(), mask).cpu().numpy())
         return out
 
     def token_states(self, ids: Sequence[Sequence[int]]) -> list[np.ndarray]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.models import dtype_name
 from cascade.retrieval.storage import read_index, write_index
 from cascade.retrieval.types import Document
 
@@ -34,6 +35,7 @@ def encoder_params(encoder: ColBERTEncoder) -> dict:
         "model": encoder.model_id, "format": encoder.format, "dim": encoder.dim,
         "projection_dim": encoder.projection_dim, "projection_seed": encoder.projection_seed,
         "query_maxlen": encoder.config.query_maxlen, "doc_maxlen": encoder.config.doc_maxlen,
+        "encode_dtype": dtype_name(encoder.dtype),
     }  # fmt: skip
 
 

@@ -27,6 +27,7 @@ import scipy.sparse as sp
 
 from cascade.retrieval.base import Retriever
 from cascade.retrieval.errors import IndexMismatch, InvalidInput, require
+from cascade.retrieval.models import dtype_name
 from cascade.retrieval.storage import read_index, write_index
 from cascade.retrieval.topk import doc_names, id_ranks, rankings_from_rows
 from cascade.retrieval.types import Document, Query, Ranking
@@ -168,6 +169,7 @@ class ImpactRetriever(Retriever):
             [d.id for d in docs], vectors, encoder.vocab, scale,
             ApproxParams(**(approx or {})), config.to_manifest(),
         )  # fmt: skip
+        index.params["encode_dtype"] = dtype_name(encoder.dtype)  # recorded, not a setting: the machine picks
         index._encoder = encoder
         return index
 

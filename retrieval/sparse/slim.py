@@ -19,6 +19,7 @@ import scipy.sparse as sp
 
 from cascade.retrieval.base import Retriever
 from cascade.retrieval.errors import IndexMismatch, InvalidInput
+from cascade.retrieval.models import dtype_name
 from cascade.retrieval.storage import read_index, write_index
 from cascade.retrieval.types import Document, Query, Ranking
 
@@ -98,6 +99,7 @@ class SlimRetriever(Retriever):
         tv = encoder.encode_tokens([d.contents for d in docs], "doc")
         slim = cls.from_token_vectors([d.id for d in docs], tv.matrix, tv.offsets, encoder.vocab, scale,
                                       config.to_manifest())  # fmt: skip
+        slim.params["encode_dtype"] = dtype_name(encoder.dtype)  # recorded, not a setting: the machine picks
         slim._encoder = encoder
         return slim
 

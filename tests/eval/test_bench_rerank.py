@@ -10,6 +10,10 @@ from rerank_models import tiny_bert_cross_encoder
 pytest.importorskip("sentence_transformers")
 
 
+# parity with reference implementations at their precision (fp32); bf16 has its own guards
+pytestmark = pytest.mark.usefixtures("fp32_auto")
+
+
 def test_rerank_bench_parity_and_batch_sweep(tmp_path):
     from cascade.eval.bench import run_benchmark
 
@@ -30,6 +34,28 @@ def test_rerank_bench_parity_and_batch_sweep(tmp_path):
     assert f"batch_size={base['batch_size']}" in base["setting"]
     assert out["ratio"] == pytest.approx(out["ours"]["pairs_per_s"] / base["pairs_per_s"], rel=0.01)
     assert open(out["plots"][0], "rb").read(4) == b"\x89PNG"
+
+
+def test_rerank_bench_in_bf16_races_both_reference_precisions(tmp_path):
+    from cascade.eval.bench import run_benchmark
+
+    model = tiny_bert_cross_encoder(tmp_path / "ce")
+    out = run_benchmark("rerank", tiny_beir(tmp_path / "ds"), device="cpu", model=str(model), num_queries=2, depth=5,
+                        batch_sizes=[4], repeat=1, max_length=64, dtype="bfloat16")  # fmt: skip
+
+    assert out["dtype"] == out["ours"]["dtype"] == "bfloat16"
+    fp32, bf16 = out["baselines"]["float32"], out["baselines"]["bfloat16"]
+    assert (
+        out["baseline"] == fp32
+        and fp32["setting"].startswith("float32")
+        and bf16["setting"].startswith("bfloat16")
+    )
+    assert out["ratio"] == pytest.approx(out["ours"]["pairs_per_s"] / fp32["pairs_per_s"], rel=0.01)
+    assert out["ratio_same_dtype"] == pytest.approx(
+        out["ours"]["pairs_per_s"] / bf16["pairs_per_s"], rel=0.01
+    )
+    assert out["max_abs_score_diff"] == bf16["max_abs_score_diff_vs_ours"] < 0.05
+    assert set(out["one_query_100_docs_ms"]) == {"ours", "baseline"}
 
 
 def test_listwise_bench_names_its_toy_model_and_runs_the_big_path(tmp_path, monkeypatch):

@@ -17,6 +17,9 @@ from cascade.retrieval.errors import InvalidInput, NotFound  # noqa: E402
 from cascade.retrieval.types import Document, Query  # noqa: E402
 
 torch.set_num_threads(2)
+# parity with reference implementations at their precision (fp32); bf16 has its own guards
+pytestmark = pytest.mark.usefixtures("fp32_auto")
+
 IDENTITY = "torch.nn.modules.linear.Identity"
 
 
@@ -46,7 +49,9 @@ def test_parity_with_sentence_transformers_tiny(tiny_identity, max_length):
     ours = CrossEncoderReranker(str(tiny_identity), device="cpu", batch_size=8, max_length=max_length,
                                 token_budget=None if max_length is None else 200)  # fmt: skip
     assert ours.activation == "identity"
-    ref = CrossEncoder(str(tiny_identity), device="cpu", max_length=max_length).predict(list(zip(queries, docs, strict=True)))
+    ref = CrossEncoder(str(tiny_identity), device="cpu", max_length=max_length).predict(
+        list(zip(queries, docs, strict=True))
+    )
     got = ours.score_pairs(queries, docs)
     assert got.shape == (40,)
     assert np.abs(got - ref).max() <= 1e-4
@@ -61,7 +66,9 @@ def test_default_activation_is_st_sigmoid(tiny_default):
     assert ours.activation == "sigmoid"
     ref = CrossEncoder(str(tiny_default), device="cpu").predict(list(zip(queries, docs, strict=True)))
     assert np.abs(ours.score_pairs(queries, docs) - ref).max() <= 1e-4
-    raw = CrossEncoderReranker(str(tiny_default), device="cpu", activation="identity").score_pairs(queries, docs)
+    raw = CrossEncoderReranker(str(tiny_default), device="cpu", activation="identity").score_pairs(
+        queries, docs
+    )
     np.testing.assert_allclose(1 / (1 + np.exp(-raw)), ref, atol=1e-5)
 
 
@@ -80,8 +87,10 @@ def test_saved_activation_rules():
     assert saved_activation(old, 1) == "identity"
 
 
-SCIENCE_QUERIES = ["0-dimensional biomaterials show inductive properties.",
-                   "ALDH1 expression is associated with poorer prognosis for breast cancer primary tumors."]
+SCIENCE_QUERIES = [
+    "0-dimensional biomaterials show inductive properties.",
+    "ALDH1 expression is associated with poorer prognosis for breast cancer primary tumors.",
+]
 SCIENCE_DOCS = [
     "Microstructural development of human newborn cerebral white matter assessed in vivo by diffusion tensor "
     "magnetic resonance imaging. Alterations of the architecture of cerebral white matter in the developing "
@@ -101,7 +110,9 @@ def test_parity_with_sentence_transformers_minilm(tmp_path_factory):
     firsts = [q for q in SCIENCE_QUERIES for _ in SCIENCE_DOCS]
     seconds = [d for _ in SCIENCE_QUERIES for d in SCIENCE_DOCS]
     ours = CrossEncoderReranker(str(path), device="cpu", max_length=256, batch_size=16)
-    ref = CrossEncoder(str(path), device="cpu", max_length=256).predict(list(zip(firsts, seconds, strict=True)))
+    ref = CrossEncoder(str(path), device="cpu", max_length=256).predict(
+        list(zip(firsts, seconds, strict=True))
+    )
     assert np.abs(ours.score_pairs(firsts, seconds) - ref).max() <= 1e-4
     assert np.ptp(ref) > 1e-3
 

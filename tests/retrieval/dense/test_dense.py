@@ -5,6 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+# parity with reference implementations at their precision (fp32); bf16 has its own guards
+pytestmark = pytest.mark.usefixtures("fp32_auto")
+
 torch = pytest.importorskip("torch")
 faiss = pytest.importorskip("faiss")
 
@@ -48,7 +51,9 @@ def _brute_force(retriever: DenseRetriever, k: int) -> list[Ranking]:
     q = retriever.encoder.encode_queries([q.text for q in QUERIES])
     d = retriever.encoder.encode_documents([doc.contents for doc in _docs(120)])
     scores = q @ d.T
-    return [Ranking.from_scores(qq.id, retriever.doc_ids, s, k) for qq, s in zip(QUERIES, scores, strict=True)]
+    return [
+        Ranking.from_scores(qq.id, retriever.doc_ids, s, k) for qq, s in zip(QUERIES, scores, strict=True)
+    ]
 
 
 def test_registered():
@@ -83,7 +88,9 @@ def test_save_load_round_trip(flat, tmp_path):
 
 @pytest.mark.parametrize("index", ["hnsw", "ivf-sq8", "IVF4,PQ8x4"])
 def test_faiss_indexes_round_trip_and_recall(flat, model, tmp_path, index):
-    approx = DenseRetriever.build(_docs(120), model=model, index=index, device="cpu", nprobe=4, show_progress=False)
+    approx = DenseRetriever.build(
+        _docs(120), model=model, index=index, device="cpu", nprobe=4, show_progress=False
+    )
     assert approx.faiss_index is not None and approx.embeddings is None
     got = approx.search(QUERIES, k=10)
     exact = flat.search(QUERIES, k=10)
@@ -118,8 +125,12 @@ def test_killed_build_resumes_and_gives_the_same_index(model, tmp_path, monkeypa
 
     encoded: list[int] = []
     original = DenseEncoder.encode_documents
-    monkeypatch.setattr(DenseEncoder, "encode_documents", lambda self, t: encoded.append(len(t)) or original(self, t))
-    resumed = DenseRetriever.build(docs, model=model, device="cpu", work_dir=work, shard_size=10, show_progress=False)
+    monkeypatch.setattr(
+        DenseEncoder, "encode_documents", lambda self, t: encoded.append(len(t)) or original(self, t)
+    )
+    resumed = DenseRetriever.build(
+        docs, model=model, device="cpu", work_dir=work, shard_size=10, show_progress=False
+    )
     assert encoded == [10, 10]  # only shards 2 and 3 were encoded again
     np.testing.assert_array_equal(resumed.doc_ids, whole.doc_ids)
     np.testing.assert_allclose(resumed.embeddings, whole.embeddings, atol=1e-6)
@@ -176,7 +187,9 @@ def test_errors(flat, model, tmp_path):
 @pytest.mark.slow  # loads the real MiniLM as the query encoder
 def test_query_encoder_of_another_dimension_is_refused(flat, tmp_path):
     flat.save(tmp_path / "dense")
-    other = DenseRetriever.load(tmp_path / "dense", device="cpu", model="sentence-transformers/all-MiniLM-L6-v2")
+    other = DenseRetriever.load(
+        tmp_path / "dense", device="cpu", model="sentence-transformers/all-MiniLM-L6-v2"
+    )
     with pytest.raises(IndexMismatch, match="384-dim"):
         other.search(QUERIES)
 
@@ -195,8 +208,12 @@ def test_eval_builds_a_cached_dense_index_once(model, tmp_path, monkeypatch):
     (root / "corpus.jsonl").write_text(
         "".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in docs)
     )
-    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": q.id, "text": q.text}) + "\n" for q in QUERIES))
-    (root / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td001\t1\nq2\td002\t1\nq3\td003\t1\n")
+    (root / "queries.jsonl").write_text(
+        "".join(json.dumps({"_id": q.id, "text": q.text}) + "\n" for q in QUERIES)
+    )
+    (root / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\nq1\td001\t1\nq2\td002\t1\nq3\td003\t1\n"
+    )
     monkeypatch.setenv("CASCADE_CACHE", str(tmp_path / "cache"))
     spec = PipelineSpec.parse({"retrievers": [{"retriever": "dense", "depth": 10, "params": {"model": model}}],
                                "k": 10}, name="tiny-dense")  # fmt: skip

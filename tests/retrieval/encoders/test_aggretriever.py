@@ -19,7 +19,11 @@ from cascade.retrieval.errors import InvalidInput  # noqa: E402
 torch.set_num_threads(2)
 
 SPLADE = Path(__file__).resolve().parents[4] / "shared" / "models" / "splade-tiny"
-pytestmark = pytest.mark.skipif(not SPLADE.is_dir(), reason="the offline splade-tiny checkpoint is not here")
+# parity with reference implementations at their precision (fp32); bf16 has its own guards
+pytestmark = [
+    pytest.mark.skipif(not SPLADE.is_dir(), reason="the offline splade-tiny checkpoint is not here"),
+    pytest.mark.usefixtures("fp32_auto"),
+]
 
 TEXTS = ["stem cells differentiate into neurons", "vitamin d and bone fractures in older adults"]
 

@@ -6,6 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+# parity with reference implementations at their precision (fp32); bf16 has its own guards
+pytestmark = pytest.mark.usefixtures("fp32_auto")
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 st = pytest.importorskip("sentence_transformers")

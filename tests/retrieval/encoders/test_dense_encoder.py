@@ -7,6 +7,9 @@ import functools
 import numpy as np
 import pytest
 
+# parity with reference implementations at their precision (fp32); bf16 has its own guards
+pytestmark = pytest.mark.usefixtures("fp32_auto")
+
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
@@ -22,7 +25,9 @@ torch.set_num_threads(2)
 
 @functools.cache
 def _hf(model_dir):
-    return transformers.AutoTokenizer.from_pretrained(model_dir), transformers.AutoModel.from_pretrained(model_dir).eval()
+    return transformers.AutoTokenizer.from_pretrained(model_dir), transformers.AutoModel.from_pretrained(
+        model_dir
+    ).eval()
 
 
 def _reference(model_dir, texts, pooling, prompt="", max_length=128, layers=None):
@@ -69,13 +74,17 @@ def test_st_dir_settings_and_prompts_match_sentence_transformers():
     np.testing.assert_allclose(ours.encode_queries(TEXTS), ref.encode_query(TEXTS), atol=1e-5)
     # sentence-transformers 6 adds an empty "document" prompt that shadows "passage" in its
     # encode_document; we keep the model's declared document prompt, as ST 5 did
-    np.testing.assert_allclose(ours.encode_documents(TEXTS), ref.encode(TEXTS, prompt_name="passage"), atol=1e-5)
+    np.testing.assert_allclose(
+        ours.encode_documents(TEXTS), ref.encode(TEXTS, prompt_name="passage"), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean", "max", "lasttoken"])
 def test_pooling_with_padding_equals_each_text_alone(pooling):
     path = str(tiny_bert_dir())
-    enc = DenseEncoder(path, device="cpu", pooling=pooling, normalize=False, show_progress=False, max_tokens=40)
+    enc = DenseEncoder(
+        path, device="cpu", pooling=pooling, normalize=False, show_progress=False, max_tokens=40
+    )
     got = enc.encode(TEXTS, prompt="passage: ")
     np.testing.assert_allclose(got, _reference(path, TEXTS, pooling, "passage: "), atol=1e-5)
 
@@ -122,7 +131,9 @@ def test_late_chunking_pools_token_states_of_the_whole_document():
     path = str(tiny_bert_dir())
     enc = DenseEncoder(path, device="cpu", show_progress=False, document_prompt="passage: ")
     text = TEXTS[2]
-    vectors, counts = chunk_embeddings(enc, [text, TEXTS[1]], ChunkSpec(method="late", max_tokens=8, overlap=2))
+    vectors, counts = chunk_embeddings(
+        enc, [text, TEXTS[1]], ChunkSpec(method="late", max_tokens=8, overlap=2)
+    )
     # reference: one pass over [CLS] prompt text [SEP], mean over each window of text tokens
     tok = enc.tokenizer
     p_ids = tok("passage: ", add_special_tokens=False)["input_ids"]
@@ -138,7 +149,9 @@ def test_late_chunking_of_documents_longer_than_the_model():
     path = str(tiny_bert_dir())
     enc = DenseEncoder(path, device="cpu", show_progress=False, max_length=16)
     long_text = " ".join(f"word{i}" for i in range(60))
-    vectors, counts = chunk_embeddings(enc, [long_text, ""], ChunkSpec(method="late", max_tokens=10, overlap=0))
+    vectors, counts = chunk_embeddings(
+        enc, [long_text, ""], ChunkSpec(method="late", max_tokens=10, overlap=0)
+    )
     n_tokens = len(enc.tokenizer(long_text, add_special_tokens=False)["input_ids"])
     assert counts.tolist() == [len(token_spans(n_tokens, 10, 0)), 1]
     assert vectors.shape == (counts.sum(), 32) and np.all(np.isfinite(vectors))

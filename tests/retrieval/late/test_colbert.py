@@ -20,6 +20,9 @@ from cascade.retrieval.late.maxsim import MaxSim
 from cascade.retrieval.late.plaid import PLAIDIndex, SearchParams
 from cascade.retrieval.types import Document, Query
 
+# parity with reference implementations at their precision (fp32); bf16 has its own guards
+pytestmark = pytest.mark.usefixtures("fp32_auto")
+
 WORDS = "the a stem cell cells grow in bone marrow protein gene virus hello world quick brown fox".split()
 VOCAB = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *".,;:!?()-'\"", *WORDS]
 QLEN, DLEN, DIM = 8, 12, 16
@@ -68,7 +71,10 @@ def _pylate_dir(parts):
     (d / "1_Dense" / "config.json").write_text(json.dumps(
         {"in_features": 32, "out_features": DIM, "bias": True, "activation_function": "torch.nn.modules.activation.Tanh"}
     ))  # fmt: skip
-    save_file({"linear.weight": w.contiguous(), "linear.bias": b.contiguous()}, str(d / "1_Dense" / "model.safetensors"))
+    save_file(
+        {"linear.weight": w.contiguous(), "linear.bias": b.contiguous()},
+        str(d / "1_Dense" / "model.safetensors"),
+    )
     (d / "config_sentence_transformers.json").write_text(json.dumps({
         "query_prefix": "[unused0]", "document_prefix": "[unused1]", "query_length": QLEN,
         "document_length": DLEN, "attend_to_expansion_tokens": True, "do_query_expansion": True,
@@ -193,7 +199,9 @@ def test_index_from_text_search_update_save_load(parts, tmp_path):
                              show_progress=False)  # fmt: skip
     queries = [Query("q1", "bone marrow"), Query("q2", "quick brown fox")]
     got = index.search(queries, k=3, **EXHAUSTIVE)
-    ref_s, ref_i = MaxSim(index.decompressed()).search(index.encoder.encode_queries([q.text for q in queries]), 3)
+    ref_s, ref_i = MaxSim(index.decompressed()).search(
+        index.encoder.encode_queries([q.text for q in queries]), 3
+    )
     for r, s, i in zip(got, ref_s, ref_i, strict=True):
         assert list(r.doc_ids) == list(index.doc_ids[i])
         np.testing.assert_allclose(r.scores, s, atol=1e-4)

@@ -17,6 +17,9 @@ from cascade.retrieval.sparse.slim import SlimRetriever, fuse_tokens, late_inter
 from cascade.retrieval.sparse.vectors import quantize
 from cascade.retrieval.types import Document, Query, Ranking
 
+# parity with reference implementations at their precision (fp32); bf16 has its own guards
+pytestmark = pytest.mark.usefixtures("fp32_auto")
+
 
 def _numba() -> bool:
     import importlib.util
@@ -161,7 +164,9 @@ def test_exact_search_equals_brute_force_few_and_many_postings(engine):
     docs = sp.hstack([rare, common]).tocsr()
     ids = [f"d{rng.integers(10**6)}-{i}" for i in range(n)]
     index = ImpactRetriever.from_vectors(ids, docs, [f"t{i}" for i in range(403)], 1.0)
-    rows = [rng.choice(400, 3, replace=False) for _ in range(20)] + [np.r_[400, 401, 402, i] for i in range(5)]
+    rows = [rng.choice(400, 3, replace=False) for _ in range(20)] + [
+        np.r_[400, 401, 402, i] for i in range(5)
+    ]
     queries = sp.csr_matrix(
         (np.concatenate([rng.integers(1, 3, len(r)) for r in rows]).astype(float),
          np.concatenate(rows), np.r_[0, np.cumsum([len(r) for r in rows])]), shape=(len(rows), 403),
