@@ -99,7 +99,10 @@ class IndexSet:
         work = path.with_name(f".{path.name}.work")
         if getattr(cls, "resumable_build", False):  # encodes in shards there; a killed build resumes
             params.setdefault("work_dir", work)
-        cls.build(check_unique(corpus()), **params).save(path)
+        if hasattr(cls, "build_streaming"):  # writes the index itself, in bounded memory (checks ids)
+            cls.build_streaming(corpus(), path, **params)
+        else:
+            cls.build(check_unique(corpus()), **params).save(path)
         shutil.rmtree(work, ignore_errors=True)
         return path
 

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 
 import Stemmer
 
+from .porter import needs_reference, porter_stem
+
 LUCENE_ENGLISH_STOP_WORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their "
     "then there these they this to was will with".split()
@@ -31,54 +33,6 @@ _NOT_WORD = re.compile("[¹²³¼½¾\u2070-\u209f\u2150-\u218f]")
 _POSSESSIVE = ("'s", "’s")  # EnglishPossessiveFilter drops these endings
 _MAX_TOKEN_LENGTH = 255
 _MAX_CACHE = 2_000_000
-
-
-def _is_consonant(word: str, i: int) -> bool:
-    ch = word[i]
-    if ch in "aeiou":
-        return False
-    if ch == "y":
-        return i == 0 or not _is_consonant(word, i - 1)
-    return True
-
-
-def _measure(stem: str) -> int:
-    """Porter's m: the number of vowel-consonant sequences in ``stem``."""
-    m, prev_vowel = 0, False
-    for i in range(len(stem)):
-        cons = _is_consonant(stem, i)
-        if cons and prev_vowel:
-            m += 1
-        prev_vowel = not cons
-    return m
-
-
-def _cvc(stem: str) -> bool:
-    n = len(stem)
-    return (
-        n >= 3 and _is_consonant(stem, n - 3) and not _is_consonant(stem, n - 2)
-        and _is_consonant(stem, n - 1) and stem[-1] not in "wxy"
-    )  # fmt: skip
-
-
-def porter_departures(stem: str) -> str:
-    """Apply the two step-2 rules of Porter's reference C stemmer (which Lucene's
-    PorterStemmer ports) that Snowball's "porter" lacks: -bli -> -ble and -logi -> -log.
-
-    ``stem`` is Snowball's output; a word still ending in -bli / -logi there went through
-    steps 3-5 unchanged, so the rule and what steps 4-5 then do to "-ble" are replayed here.
-    """
-    if stem.endswith("logi") and _measure(stem[:-4]) > 0:
-        return stem[:-1]
-    if stem.endswith("bli") and _measure(stem[:-3]) > 0:
-        word = stem[:-1] + "e"
-        if word.endswith(("able", "ible")) and _measure(word[:-4]) > 1:
-            return word[:-4]
-        base = word[:-1]  # step 5a: drop the final e
-        if _measure(base) > 1 or (_measure(base) == 1 and not _cvc(base)):
-            return base
-        return word
-    return stem
 
 
 class Analyzer:
@@ -127,8 +81,8 @@ class Analyzer:
                 # of one or two letters alone; Snowball's would turn "s" into "".
                 if len(base) <= 2:
                     self._cache[w] = base
-                elif porter and stem.endswith(("logi", "bli")):
-                    self._cache[w] = porter_departures(stem)
+                elif porter and needs_reference(base, stem):
+                    self._cache[w] = porter_stem(base)  # where Lucene's Porter departs from Snowball's
                 else:
                     self._cache[w] = stem
 

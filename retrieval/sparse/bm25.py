@@ -11,7 +11,9 @@ Two scoring variants, picked by name:
 The index stores term frequencies and lengths, so term weights are recomputed at load
 for any ``k1``/``b`` without re-tokenizing the corpus, and for another collection's
 statistics (:class:`CollectionStats`, passed to ``search``) when the index is one part of a
-larger collection (a shard, a segment).
+larger collection (a shard, a segment). An index written by the streaming build
+(:mod:`.bm25_build`, format version 2) also stores each posting's weight under its own k1/b and
+statistics: loaded with those, it computes no weight matrix.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import scipy.sparse as sp
 from cascade.retrieval.base import Retriever
 from cascade.retrieval.errors import InvalidInput, require
 from cascade.retrieval.progress import progress
-from cascade.retrieval.storage import read_index, write_index
+from cascade.retrieval.storage import Manifest, read_index, write_index
 from cascade.retrieval.topk import doc_names, id_ranks, rankings_from_rows, top_k_sparse_rows
 from cascade.retrieval.types import Document, Query, Ranking, check_unique
 
@@ -43,6 +45,9 @@ log = logging.getLogger(__name__)
 _COUNT_BATCH = 1024
 
 FORMAT_VERSION = 1
+#: Version 1 plus ``weights.npy``: each posting's weight under the saved k1, b and variant and
+#: the index's own statistics (:mod:`.bm25_build` writes it; loading then computes no weights).
+WEIGHTS_FORMAT_VERSION = 2
 
 
 # --- Lucene's SmallFloat.intToByte4 / byte4ToInt, vectorized -------------------------------
@@ -150,7 +155,10 @@ class BM25Retriever(Retriever):
         k1: float = 0.9,
         b: float = 0.4,
         variant: str = "lucene",
+        weights: np.ndarray | None = None,
     ):
+        """``weights``: each posting's BM25 weight under ``k1``, ``b``, ``variant`` and this
+        index's own statistics, when already computed (a version-2 index stores them)."""
         if variant not in VARIANTS:
             raise InvalidInput(f"unknown BM25 variant {variant!r}; valid: {', '.join(VARIANTS)}")
         self.vocab = vocab
@@ -161,6 +169,9 @@ class BM25Retriever(Retriever):
         self.analyzer = analyzer
         self.k1, self.b, self.variant = float(k1), float(b), variant
         self._last: _Weights | None = None  # the weights for the last stats passed to search
+        if weights is not None and len(weights) != len(postings):
+            raise InvalidInput(f"{len(weights)} weights for {len(postings)} postings")
+        self._stored_weights = weights
 
     # -- build ---------------------------------------------------------------------------
 
@@ -231,8 +242,21 @@ class BM25Retriever(Retriever):
         total = int(np.asarray(self.doc_lens, dtype=np.int64)[live].sum())
         return CollectionStats(int(live.sum()), total, dict(zip(self.vocab, df.tolist(), strict=True)))
 
+    @classmethod
+    def build_streaming(cls, docs: Iterable[Document], path: str | Path, **kw) -> Manifest:
+        """Index ``docs`` straight into the directory ``path`` in bounded memory (the same index
+        as ``build(docs).save(path)``, with the weights stored); open it with :meth:`load`.
+        See :func:`~cascade.retrieval.sparse.bm25_build.build_streaming` for the arguments."""
+        from .bm25_build import build_streaming
+
+        return build_streaming(docs, path, **kw)
+
     @cached_property
     def _own(self) -> _Weights:
+        if self._stored_weights is not None:
+            shape = (len(self.vocab), len(self.doc_lens))
+            matrix = sp.csr_matrix((self._stored_weights, self.postings, self.indptr), shape=shape)
+            return _Weights(None, matrix)
         return _Weights(None, self._weight_matrix(None))
 
     @property
@@ -378,13 +402,17 @@ class BM25Retriever(Retriever):
     @classmethod
     def load(cls, path: str | Path, k1: float | None = None, b: float | None = None) -> Self:
         """Open an index; ``k1``/``b`` override the saved values without re-indexing."""
-        manifest, arrays, jsons = read_index(path, cls.kind, (FORMAT_VERSION,))
+        manifest, arrays, jsons = read_index(path, cls.kind, (FORMAT_VERSION, WEIGHTS_FORMAT_VERSION))
         p = manifest.params
+        weights = arrays.pop("weights", None)
+        if (k1 is not None and k1 != p["k1"]) or (b is not None and b != p["b"]):
+            weights = None  # stored for the saved k1 and b only
         return cls(
             vocab=jsons["vocab"],
             analyzer=Analyzer.from_config(p["analyzer"]),
             k1=p["k1"] if k1 is None else k1,
             b=p["b"] if b is None else b,
             variant=p["variant"],
+            weights=weights,
             **arrays,
         )

@@ -24,7 +24,13 @@ def server(tmp_path_factory):
     model = tiny_bert_cross_encoder(root / "ce", activation="torch.nn.modules.linear.Identity", seed=3)
     settings = Settings(data_dir=root / "data", background_compaction=False,
                         rerankers={"ce": {"family": "cross-encoder", "checkpoint": str(model)}})  # fmt: skip
-    with serve(create_app(settings)) as url, httpx.Client(base_url=url, timeout=120) as client:
+    # the expected scores are transformers' at fp32: the served model's dtype auto resolves as
+    # on a CPU without bf16 instructions, for the whole module (the server outlives one test)
+    from cascade.retrieval import models
+
+    with (pytest.MonkeyPatch.context() as mp, serve(create_app(settings)) as url,
+          httpx.Client(base_url=url, timeout=120) as client):  # fmt: skip
+        mp.setattr(models, "cpu_bf16_flags", lambda: ())
         r = client.post(
             "/v1/collections", json={"name": "kb", "pipeline": "bm25", "chunking": {"max_tokens": 512}}
         )

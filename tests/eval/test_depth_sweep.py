@@ -67,7 +67,7 @@ def test_cli_json_and_plot(tiny, tmp_path, capfd):
     out = json.loads(stdout)
     assert "warmup" in out["timings_s"]
     assert set(out) == {"dataset", "split", "pipeline", "reranker", "num_queries", "first_stage", "depths",
-                        "timings_s", "plot"}  # fmt: skip
+                        "timings_s", "plot", "threads", "library_threads"}  # fmt: skip
     assert (
         out["pipeline"] == "tiny-ce"
         and out["num_queries"] == 6

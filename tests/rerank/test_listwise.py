@@ -23,6 +23,10 @@ from cascade.retrieval.types import Document, Query
 PASSAGE = re.compile(r"^\[(\w+)\] (\S+)", re.MULTILINE)
 
 
+# parity with reference implementations at their precision (fp32); bf16 has its own guards
+pytestmark = pytest.mark.usefixtures("fp32_auto")
+
+
 def oracle_answer(messages, grades: dict[str, int]) -> str:
     """Ranks the window's passages by their graded relevance (stable), as an ideal LLM would."""
     text = "\n".join(m["content"] for m in messages if m["role"] == "user")

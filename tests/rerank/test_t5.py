@@ -21,6 +21,10 @@ QUERIES = ["does aspirin prevent heart attacks", "gene expression in mice", "x"]
 DOCS = ["aspirin lowers the risk of a heart attack in adults", "mice models of tumor growth " * 3, ""]
 
 
+# parity with reference implementations at their precision (fp32); bf16 has its own guards
+pytestmark = pytest.mark.usefixtures("fp32_auto")
+
+
 @pytest.fixture(scope="module")
 def t5_dir(tmp_path_factory):
     return tiny_t5(tmp_path_factory.mktemp("t5"))

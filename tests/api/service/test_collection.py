@@ -53,11 +53,12 @@ def test_segments_and_tombstones_match_one_fresh_index(tmp_path, monkeypatch):
     for i in range(0, 300, 100):
         assert coll.upsert(docs[i : i + 100]).added == 100
     builds = []
-    original = BM25Retriever.build.__func__
+    # index sets build BM25 with the streaming build, straight into the segment's directory
+    original = BM25Retriever.build_streaming.__func__
     monkeypatch.setattr(
         BM25Retriever,
-        "build",
-        classmethod(lambda cls, d, **kw: builds.append(d := list(d)) or original(cls, d, **kw)),
+        "build_streaming",
+        classmethod(lambda cls, d, path, **kw: builds.append(d := list(d)) or original(cls, d, path, **kw)),
     )
     # unchanged documents: nothing re-encoded, no segment
     again = coll.upsert(docs[:50])

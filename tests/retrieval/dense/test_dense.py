@@ -44,7 +44,8 @@ def model() -> str:
 
 @pytest.fixture(scope="module")
 def flat(model) -> DenseRetriever:
-    return DenseRetriever.build(_docs(120), model=model, device="cpu", show_progress=False)
+    # built once for the module, before the per-test fp32_auto: its precision said outright
+    return DenseRetriever.build(_docs(120), model=model, device="cpu", dtype="float32", show_progress=False)
 
 
 def _brute_force(retriever: DenseRetriever, k: int) -> list[Ranking]:
