@@ -70,6 +70,24 @@ def race(
     return best
 
 
+def synced(device) -> Callable[[Callable[[], Any]], Callable[[], Any]]:
+    """Wrap a contender so a GPU finishes its queued work before the clock stops (a no-op
+    elsewhere): ``race({"ours": synced(dev)(lambda: ...)})``."""
+
+    def wrap(fn: Callable[[], Any]) -> Callable[[], Any]:
+        def run():
+            out = fn()
+            if device.type == "cuda":
+                import torch
+
+                torch.cuda.synchronize(device)
+            return out
+
+        return run
+
+    return wrap
+
+
 def best_of_sweep(timed: dict[str, tuple[float, Any]], prefix: str, batch_sizes, items: int) -> dict:
     """A reference's batch-size sweep out of a :func:`race`: contenders named ``f"{prefix}{bs}"``.
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cascade.eval.bench import best_of_sweep, race, version, versions
+from cascade.eval.bench import best_of_sweep, race, synced, version, versions
 from cascade.eval.datasets import load_dataset
 from cascade.retrieval.errors import require
 from cascade.retrieval.models import DEFAULT_DENSE_MODEL, resolve_model_path
@@ -79,14 +79,7 @@ def encode(dataset_dir: Path, device: str | None = None, num_docs: int = 500, al
     for dt in reference_dtypes(ours.dtype):
         refs[dtype_name(dt)] = st.SentenceTransformer(resolve_model_path(model), device=str(ours.device)).to(dt)
 
-    def sync(fn):
-        def run():
-            out = fn()
-            if ours.device.type == "cuda":
-                torch.cuda.synchronize()
-            return out
-
-        return run
+    sync = synced(ours.device)
 
     def st_encode(ref, bs):
         return sync(lambda: ref.encode(texts, prompt=prompt, batch_size=bs, convert_to_numpy=True,

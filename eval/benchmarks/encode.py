@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from cascade.eval.bench import race, version, versions
+from cascade.eval.bench import best_of_sweep, race, synced, version, versions
 from cascade.eval.benchmarks.dense import one_device
 from cascade.eval.datasets import load_dataset
 from cascade.retrieval.errors import InvalidInput, require
@@ -52,27 +52,6 @@ def _texts(dataset_dir: Path, num_docs: int, all_docs: bool) -> list[str]:
     ds = load_dataset(dataset_dir, "test")
     docs = ds.corpus() if all_docs else itertools.islice(ds.corpus(), num_docs)
     return [d.contents for d in docs]
-
-
-def _synced(torch, device):
-    """Wrap a contender so a GPU finishes its queued work before the clock stops."""
-
-    def wrap(fn):
-        def run():
-            out = fn()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            return out
-
-        return run
-
-    return wrap
-
-
-def _sweep(timed: dict, prefix: str, sizes, n: int) -> tuple[dict[int, float], int]:
-    """docs/s per batch size of one reference and its best batch size."""
-    sweep = {bs: n / timed[f"{prefix}-{bs}"][0] for bs in sizes}
-    return sweep, max(sweep, key=sweep.get)
 
 
 def _row(name: str, seconds: float, n: int, **extra) -> dict:
@@ -175,7 +154,7 @@ def splade_encode(dataset_dir: Path, device: str | None = None, num_docs: int = 
             raise InvalidInput(f"every reference batch size needs more than max_logits_gb={max_logits_gb} GB "
                                f"at {key}; pass smaller batch_sizes or a larger max_logits_gb")  # fmt: skip
 
-    sync = _synced(torch, ours.device)
+    sync = synced(ours.device)
     for enc in {id(ours): ours, id(ours32): ours32}.values():  # warm-up: kernels, allocator
         enc.encode_documents(texts[:32])
     for ref in refs.values():
@@ -204,20 +183,21 @@ def splade_encode(dataset_dir: Path, device: str | None = None, num_docs: int = 
         for name, (enc, ref) in same_dtype.items()
     }
 
-    baselines = {}
+    baselines, best_s = {}, {}
     for key, dt, how in (("fp32", "float32", "float32 (its default)"),
                          ("bf16", "bfloat16", "model.to(torch.bfloat16)")):  # fmt: skip
-        sweep, best = _sweep(timed, key, sizes[key], n)
+        b = best_of_sweep(timed, f"{key}-", sizes[key], n)
+        best, best_s[key] = b["batch_size"], b["seconds"]
         baselines[key] = _row(
             f"sentence-transformers SparseEncoder.encode_document ({dt})",
-            timed[f"{key}-{best}"][0],
+            b["seconds"],
             n,
             version=version("sentence-transformers"),
             dtype=dt,
             setting=f"{how}, batch_size={best}, the best of a sweep over {sizes[key]} (its default: 32); "
             f"max_seq_length={max_length}",
             batch_size=best,
-            sweep_docs_per_s={str(bs): round(v, 1) for bs, v in sweep.items()},
+            sweep_docs_per_s=b["sweep"],
             sweep_skipped_logits_gb=skipped[key],
         )
     result = {
@@ -245,15 +225,8 @@ def splade_encode(dataset_dir: Path, device: str | None = None, num_docs: int = 
         "baseline": baselines["fp32"],
         # the same shape as dense-encode and rerank: every reference precision, by dtype name
         "baselines": {"float32": baselines["fp32"], "bfloat16": baselines["bf16"]},
-        "ratio": round(timed[f"fp32-{baselines['fp32']['batch_size']}"][0] / ours_s, 3),
-        "ratio_same_dtype": round(
-            timed[
-                f"{'bf16' if ours.dtype == torch.bfloat16 else 'fp32'}-"
-                f"{baselines['bf16' if ours.dtype == torch.bfloat16 else 'fp32']['batch_size']}"
-            ][0]
-            / ours_s,
-            3,
-        ),
+        "ratio": round(best_s["fp32"] / ours_s, 3),
+        "ratio_same_dtype": round(best_s["bf16" if ours.dtype == torch.bfloat16 else "fp32"] / ours_s, 3),
         "bf16_gain": round(ours32_s / ours_s, 3),
         "parity": parity,
     }
@@ -334,7 +307,7 @@ def colbert_encode(dataset_dir: Path, device: str | None = None, num_docs: int =
     ours32 = ColBERTEncoder(
         model, format="tokens", device=dev, dtype="float32", projection_dim=projection_dim
     )
-    sync = _synced(torch, ours.device)
+    sync = synced(ours.device)
     sizes = list(batch_sizes)
     if importlib.util.find_spec("pylate") is not None:
         name, ref_version, setting, contenders = _pylate_contenders(
@@ -359,8 +332,8 @@ def colbert_encode(dataset_dir: Path, device: str | None = None, num_docs: int =
     ours32.batch_size = default_bs
     n = len(texts)
     ours_s, got = timed["ours"]
-    sweep, best = _sweep(timed, "ref", sizes, n)
-    ref_s = timed[f"ref-{best}"][0]
+    ref = best_of_sweep(timed, "ref-", sizes, n)
+    best, ref_s = ref["batch_size"], ref["seconds"]
     want = got if ours.dtype == torch.float32 else ours32.encode_documents(texts)
     diff = float(np.abs(got.vectors - want.vectors).max()) if len(got.vectors) else 0.0
     result = {
@@ -392,7 +365,7 @@ def colbert_encode(dataset_dir: Path, device: str | None = None, num_docs: int =
             dtype="float32",
             setting=f"{setting}; batch_size={best}, the best of a sweep over {sizes}",
             batch_size=best,
-            sweep_docs_per_s={str(bs): round(v, 1) for bs, v in sweep.items()},
+            sweep_docs_per_s=ref["sweep"],
         ),
         "ratio": round(ref_s / ours_s, 3),
         "max_abs_diff_vs_fp32": diff,
@@ -400,7 +373,7 @@ def colbert_encode(dataset_dir: Path, device: str | None = None, num_docs: int =
     if plot is not None:
         from cascade.eval.plots import line_chart
 
-        series = {name: [(bs, round(v, 1)) for bs, v in sweep.items()],
+        series = {name: [(int(bs), v) for bs, v in ref["sweep"].items()],
                   f"cascade {result['dtype']}": [(bs, round(n / ours_s, 1)) for bs in sizes]}  # fmt: skip
         result["plots"] = [str(line_chart(plot, series, "reference batch size", "documents/s",
                                           f"{Path(model).name} token vectors, {n} docs, {result['device']}",

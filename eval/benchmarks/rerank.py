@@ -156,6 +156,9 @@ def run_rerank(dataset_dir: Path, device: str | None = None, num_queries: int = 
         "dtype": same,
         "threads": torch.get_num_threads(),
         "model": str(path),
+        # the default checkpoint's head is not trained: its speed is a real MiniLM-L6 cross-encoder's
+        "model_weights": "local checkpoint" if model else
+        "all-MiniLM-L6-v2 encoder (real weights) with a seeded random 1-label head: not a trained cross-encoder",
         "pairs": n,
         "max_length": max_length,
         "timing": f"fastest of {repeat} rounds, contenders in turn, after a warm-up; one device each",

@@ -107,13 +107,8 @@ def _one_size(spec: CorpusSpec, size: int, workdir: Path, st: Settings) -> list[
     ours_dir = workdir / "indexes" / f"bm25-{spec.key}-{size}"
     built = measured(_build_ours, corpus / "corpus.jsonl", ours_dir, st.chunk_docs, st.workers)
     searched = measured(_search_ours, ours_dir, queries, st.k, st.rounds)
-    ours = {
-        "system": OURS, "size": size, "build_s": round(built.seconds, 2), "peak_gb": round(built.peak_gb, 3),
-        "index_gb": round(dir_bytes(ours_dir) / GB, 3), **searched.result["speed"],
-        "load_s": searched.result["load_s"], "search_peak_gb": round(searched.peak_gb, 3),
-        "queries": len(queries), "k": st.k, "build_workers": st.workers,
-        **({} if cached else {"corpus_s": round(gen.seconds, 1)}), **built.result,
-    }  # fmt: skip
+    ours = _row(OURS, size, built, searched, ours_dir, len(queries), st.k, build_workers=st.workers,
+                **({} if cached else {"corpus_s": round(gen.seconds, 1)}), **built.result)  # fmt: skip
     rows = [ours]
     log.info("scale bm25 %d: ours %s", size, ours)
     if st.lucene:
@@ -121,12 +116,9 @@ def _one_size(spec: CorpusSpec, size: int, workdir: Path, st: Settings) -> list[
         lbuilt = measured(_build_lucene, corpus, luc_dir, st.lucene_threads, st.lucene_optimize)
         lsearched = measured(_search_lucene, luc_dir, queries, st.k, st.rounds)
         ours.update(compare_top10(searched.result["top"], lsearched.result["top"]))
-        row = {
-            "system": LUCENE, "size": size, "build_s": round(lbuilt.seconds, 2), "peak_gb": round(lbuilt.peak_gb, 3),
-            "index_gb": round(dir_bytes(luc_dir) / GB, 3), **lsearched.result["speed"],
-            "load_s": lsearched.result["load_s"], "search_peak_gb": round(lsearched.peak_gb, 3),
-            "queries": len(queries), "k": st.k, "build_threads": st.lucene_threads,
-        }  # fmt: skip
+        row = _row(
+            LUCENE, size, lbuilt, lsearched, luc_dir, len(queries), st.k, build_threads=st.lucene_threads
+        )
         rows.append(row)
         log.info("scale bm25 %d: lucene %s", size, row)
         if not st.keep_indexes:
@@ -144,6 +136,16 @@ def _one_thread() -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
+
+
+def _row(system: str, size: int, built, searched, index_dir: Path, queries: int, k: int, **extra) -> dict:
+    """One system's row at one size: its measured build and search (``measured`` results)."""
+    return {
+        "system": system, "size": size, "build_s": round(built.seconds, 2), "peak_gb": round(built.peak_gb, 3),
+        "index_gb": round(dir_bytes(index_dir) / GB, 3), **searched.result["speed"],
+        "load_s": searched.result["load_s"], "search_peak_gb": round(searched.peak_gb, 3),
+        "queries": queries, "k": k, **extra,
+    }  # fmt: skip
 
 
 def _build_ours(corpus_file: Path, index_dir: Path, chunk_docs: int, workers: int) -> dict:
