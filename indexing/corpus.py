@@ -11,9 +11,9 @@ import csv
 import re
 import sys
 from collections.abc import Iterator, Sequence
+from functools import partial
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
 from cascade.retrieval import jsonl
 from cascade.retrieval.errors import InvalidInput, NotFound
@@ -39,17 +39,8 @@ def read_jsonl(
     """One document per JSON line, read by :func:`cascade.retrieval.jsonl.read_jsonl`: a
     malformed line, or one without the id and text fields, fails with ``FILE:LINE``."""
 
-    def document(obj: Any) -> Document:
-        if not isinstance(obj, dict) or id_field not in obj or text_field not in obj:
-            raise InvalidInput(f"expected an object with {id_field!r} and {text_field!r}")
-        meta = obj.get(metadata_field) if metadata_field else None
-        return Document(
-            id=str(obj[id_field]),
-            text=str(obj[text_field] or ""),
-            title=str(obj.get(title_field) or "") if title_field else "",
-            metadata=meta if isinstance(meta, dict) else {},
-        )
-
+    document = partial(Document.from_json, id_field=id_field, text_field=text_field, title_field=title_field,
+                       metadata_field=metadata_field)  # fmt: skip
     return jsonl.read_jsonl(path, str(path), document)
 
 

@@ -22,6 +22,7 @@ def read_jsonl(
     path_or_lines: str | os.PathLike[str] | Iterable[str | bytes],
     source_name: str | None = None,
     convert: Callable[[Any], T] | None = None,
+    first_line: int = 1,
 ) -> Iterator[T]:
     """The parsed value of each non-blank line, streamed one at a time.
 
@@ -31,6 +32,8 @@ def read_jsonl(
         source_name: names the input in errors; default: the path, or ``"input"`` for lines.
         convert: turns each parsed value into what the caller wants; an :class:`InvalidInput`
             it raises (its message a bare reason) is reported with the source and line.
+        first_line: the line number of the first of ``lines`` in their source (a slice of a
+            file read elsewhere).
 
     Raises:
         NotFound: (on the first ``next``) the file does not exist.
@@ -40,7 +43,7 @@ def read_jsonl(
     if isinstance(path_or_lines, (str, os.PathLike)):
         path = Path(path_or_lines)
         return _read_file(path, source_name or str(path), convert)
-    return _read_lines(path_or_lines, source_name or "input", convert)
+    return _read_lines(path_or_lines, source_name or "input", convert, first_line)
 
 
 def _read_file(path: Path, source: str, convert: Callable[[Any], T] | None) -> Iterator[T]:
@@ -50,8 +53,10 @@ def _read_file(path: Path, source: str, convert: Callable[[Any], T] | None) -> I
         yield from _read_lines(f, source, convert)
 
 
-def _read_lines(lines: Iterable[str | bytes], source: str, convert: Callable[[Any], T] | None) -> Iterator[T]:
-    for lineno, line in enumerate(lines, start=1):
+def _read_lines(
+    lines: Iterable[str | bytes], source: str, convert: Callable[[Any], T] | None, first_line: int = 1
+) -> Iterator[T]:
+    for lineno, line in enumerate(lines, start=first_line):
         if isinstance(line, bytes):
             try:
                 line = line.decode("utf-8")

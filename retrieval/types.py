@@ -31,6 +31,20 @@ class Document:
         """Title and text as one string, the way BEIR's flat indexes see a document."""
         return f"{self.title} {self.text}" if self.title else self.text
 
+    @classmethod
+    def from_json(cls, obj: Any, id_field: str = "_id", text_field: str = "text",
+                  title_field: str | None = "title", metadata_field: str | None = "metadata") -> Document:  # fmt: skip
+        """A document from one parsed JSON line (BEIR's ``corpus.jsonl`` fields by default)."""
+        if not isinstance(obj, dict) or id_field not in obj or text_field not in obj:
+            raise InvalidInput(f"expected an object with {id_field!r} and {text_field!r}")
+        meta = obj.get(metadata_field) if metadata_field else None
+        return cls(
+            id=str(obj[id_field]),
+            text=str(obj[text_field] or ""),
+            title=str(obj.get(title_field) or "") if title_field else "",
+            metadata=meta if isinstance(meta, dict) else {},
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Query:

@@ -149,12 +149,10 @@ def _row(system: str, size: int, built, searched, index_dir: Path, queries: int,
 
 
 def _build_ours(corpus_file: Path, index_dir: Path, chunk_docs: int, workers: int) -> dict:
-    from cascade.indexing.corpus import read_jsonl as read_documents
     from cascade.retrieval.sparse.bm25_build import build_streaming
 
-    manifest = build_streaming(
-        read_documents(corpus_file), index_dir, chunk_docs=chunk_docs, workers=workers, show_progress=False
-    )
+    # the file itself, as Lucene's indexer gets it: the tokenizing processes parse its lines
+    manifest = build_streaming(corpus_file, index_dir, chunk_docs=chunk_docs, workers=workers, show_progress=False)
     import numpy as np
 
     indptr = np.load(Path(index_dir) / "indptr.npy", mmap_mode="r")

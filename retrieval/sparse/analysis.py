@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from itertools import chain, compress, repeat
 
+import numpy as np
 import Stemmer
 
 from .porter import needs_reference, porter_stem
@@ -86,8 +88,19 @@ class Analyzer:
                 else:
                     self._cache[w] = stem
 
+    @staticmethod
+    def words(text: str) -> list[str]:
+        """The tokenizer's words of ``text``, lowercased, before stop words and stemming."""
+        return _TOKEN.findall(_NOT_WORD.sub(" ", text.lower()))
+
+    def terms_of(self, words: Iterable[str]) -> list[str | None]:
+        """Each word's term (its stem), or ``None`` for a word the analysis drops."""
+        words = list(words)
+        self._terms_for(words)
+        return list(map(self._cache.__getitem__, words))
+
     def __call__(self, text: str) -> list[str]:
-        words = _TOKEN.findall(_NOT_WORD.sub(" ", text.lower()))
+        words = self.words(text)
         self._terms_for(words)
         # every word is cached now; stop words map to None and are filtered out
         return list(filter(None, map(self._cache.get, words)))
@@ -96,3 +109,51 @@ class Analyzer:
         # Text by text, not new words found once per batch of documents: a batch needs one set
         # over all its words and a second pass over word lists no longer in cache.
         return [self(t) for t in texts]
+
+
+class TermIds:
+    """Texts to term numbers, a vocabulary numbered in order of first appearance.
+
+    What an index build needs from the analysis, at one dictionary probe per word: a word
+    seen before maps straight to its term's number (or to "dropped"), so stemming and the
+    stop list run once per distinct word, not per occurrence. Build processes each keep one:
+    ``terms[n:]`` after a call are the terms that call numbered first.
+    """
+
+    def __init__(self, analyzer: Analyzer):
+        self.analyzer = analyzer
+        self.terms: list[str] = []
+        self._term_id: dict[str, int] = {}
+        self._word_id: dict[str, int] = {}  # -1: a word the analysis drops
+
+    def encode(self, texts: Iterable[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The term numbers of every kept word of ``texts`` in order (int64), and each
+        text's number of kept words (int32)."""
+        words = list(map(self.analyzer.words, texts))
+        flat = list(chain.from_iterable(words))
+        ids = np.fromiter(map(self._word_id.get, flat, repeat(-2)), dtype=np.int64, count=len(flat))
+        unseen = ids == -2
+        if unseen.any():
+            missed = list(compress(flat, unseen))
+            self._number(dict.fromkeys(missed))  # first-appearance order numbers the new terms
+            ids[unseen] = np.fromiter(map(self._word_id.__getitem__, missed), dtype=np.int64, count=len(missed))
+        kept = ids >= 0
+        bounds = np.zeros(len(words) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, words), dtype=np.int64, count=len(words)), out=bounds[1:])
+        kept_before = np.concatenate(([0], np.cumsum(kept)))  # kept words before each position
+        return ids[kept], np.diff(kept_before[bounds]).astype(np.int32)
+
+    def _number(self, words: Iterable[str]) -> None:
+        words = list(words)
+        if len(self._word_id) + len(words) > _MAX_CACHE:  # bounded on huge vocabularies
+            self._word_id.clear()
+        term_id, terms = self._term_id, self.terms
+        for word, term in zip(words, self.analyzer.terms_of(words), strict=True):
+            if term is None:
+                self._word_id[word] = -1
+                continue
+            n = term_id.get(term)
+            if n is None:
+                n = term_id[term] = len(terms)
+                terms.append(term)
+            self._word_id[word] = n

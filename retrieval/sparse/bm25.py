@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import chain, islice
+from itertools import islice
 from pathlib import Path
 from typing import Self
 
@@ -37,7 +37,7 @@ from cascade.retrieval.storage import Manifest, read_index, write_index
 from cascade.retrieval.topk import doc_names, id_ranks, rankings_from_rows, top_k_sparse_rows
 from cascade.retrieval.types import Document, Query, Ranking, check_unique
 
-from .analysis import Analyzer
+from .analysis import Analyzer, TermIds
 
 log = logging.getLogger(__name__)
 
@@ -188,35 +188,29 @@ class BM25Retriever(Retriever):
     ) -> Self:
         """Tokenize a stream of documents (title and text) and index them."""
         analyzer = Analyzer(stemmer, stopwords)
-        term_index: dict[str, int] = {}
+        terms = TermIds(analyzer)  # ids in order of first appearance: the same vocabulary on every run
         doc_ids: list[str] = []
         pairs, tfs, lens = [], [], []
         stream = iter(progress(check_unique(docs), "bm25 index", enabled=show_progress))
         while chunk := list(islice(stream, _COUNT_BATCH)):
-            terms = analyzer.analyze_many(doc.contents for doc in chunk)
-            flat = list(chain.from_iterable(terms))
-            # ids in order of first appearance: the same vocabulary on every run
-            new = [t for t in dict.fromkeys(flat) if t not in term_index]
-            term_index.update(zip(new, range(len(term_index), len(term_index) + len(new)), strict=True))
-            n = np.fromiter(map(len, terms), dtype=np.int64, count=len(terms))
-            ids = np.fromiter(map(term_index.__getitem__, flat), dtype=np.int64, count=len(flat))
+            ids, n = terms.encode(doc.contents for doc in chunk)
             docs_of = np.repeat(np.arange(len(doc_ids), len(doc_ids) + len(chunk), dtype=np.int64), n)
             # (doc, term) pairs and their counts in one sort, no Counter per document
             key, tf = np.unique(docs_of << 32 | ids, return_counts=True)
             pairs.append(key)
             tfs.append(tf.astype(np.int32))
-            lens.append(n.astype(np.int32))
+            lens.append(n)
             doc_ids.extend(doc.id for doc in chunk)
         if not doc_ids:
             raise InvalidInput("the corpus is empty: nothing to index")
         key = np.concatenate(pairs)
         terms_arr = (key & 0xFFFFFFFF).astype(np.int32)
         order = np.argsort(terms_arr, kind="stable")  # stable: doc ids stay ascending per term
-        indptr = np.zeros(len(term_index) + 1, dtype=np.int64)
-        np.cumsum(np.bincount(terms_arr, minlength=len(term_index)), out=indptr[1:])
-        log.info("bm25: %d documents, %d terms, %d postings", len(doc_ids), len(term_index), len(order))
+        indptr = np.zeros(len(terms.terms) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(terms_arr, minlength=len(terms.terms)), out=indptr[1:])
+        log.info("bm25: %d documents, %d terms, %d postings", len(doc_ids), len(terms.terms), len(order))
         return cls(
-            vocab=list(term_index),
+            vocab=terms.terms,
             indptr=indptr,
             postings=(key >> 32).astype(np.int32)[order],
             tfs=np.concatenate(tfs)[order],

@@ -26,21 +26,23 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import tempfile
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor
-from itertools import chain, islice
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
 
-from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.errors import InvalidInput, NotFound
+from cascade.retrieval.jsonl import read_jsonl
 from cascade.retrieval.progress import progress
 from cascade.retrieval.storage import Manifest, atomic_dir, checksum_files, write_manifest
-from cascade.retrieval.types import Document, check_unique
+from cascade.retrieval.types import Document
 
-from .analysis import Analyzer
+from .analysis import Analyzer, TermIds
 from .bm25 import _COUNT_BATCH, VARIANTS, WEIGHTS_FORMAT_VERSION, BM25Retriever
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ class _Run:
 
 
 def build_streaming(
-    docs: Iterable[Document],
+    docs: Iterable[Document] | str | os.PathLike[str],
     path: str | Path,
     k1: float = 0.9,
     b: float = 0.4,
@@ -115,7 +117,9 @@ def build_streaming(
     """Index a stream of documents into the BM25 index directory ``path`` in bounded memory.
 
     Args:
-        docs: the documents (title and text are indexed), each id once.
+        docs: the documents (title and text are indexed), each id once; or the path of a
+            BEIR ``corpus.jsonl``, whose lines the tokenizing processes then parse themselves
+            (this process only reads them), as Lucene's indexer reads its input files.
         path: the index directory (replaced atomically when the build succeeds).
         k1, b, variant, stemmer, stopwords: as :meth:`BM25Retriever.build`.
         chunk_docs: documents per run; the build's memory grows with it (about 2 KB per
@@ -128,10 +132,12 @@ def build_streaming(
         The manifest written. Open the index with :meth:`BM25Retriever.load`.
 
     Raises:
-        InvalidInput: an empty corpus, a repeated document id, bad settings.
+        InvalidInput: an empty corpus, a repeated document id, a bad line of the corpus
+            file (``FILE:LINE: reason``), bad settings.
+        NotFound: the corpus file does not exist.
 
     Example:
-        >>> build_streaming(read_jsonl("corpus.jsonl"), "idx/")   # doctest: +SKIP
+        >>> build_streaming("corpus.jsonl", "idx/")   # doctest: +SKIP
         >>> BM25Retriever.load("idx/").search([Query("1", "stem cells")])   # doctest: +SKIP
     """
     if variant not in VARIANTS:
@@ -192,29 +198,38 @@ def _write_runs(docs, analyzer, work: Path, chunk_docs: int, workers: int, show_
     """Tokenize ``docs`` chunk by chunk into term-sorted runs; doc lengths to ``work/lens``,
     doc ids to one ``.npy`` per chunk. Returns the vocabulary, the runs, the id files, N."""
     term_index: dict[str, int] = {}
+    # each analyzing process numbers terms its own way: its numbers -> ours, per process
+    to_global: dict[int, np.ndarray] = {}
     runs: list[_Run] = []
     id_files: list[Path] = []
     num_docs = 0
-    stream = iter(progress(check_unique(docs), "bm25 index", enabled=show_progress))
-    batches = _analyzed(stream, analyzer, workers, min(_COUNT_BATCH, chunk_docs))
+    seen: set[str] = set()
+    batches = _analyzed(docs, analyzer, workers, min(_COUNT_BATCH, chunk_docs))
+    bar = progress(desc="bm25 index", unit="doc", enabled=show_progress)
     with open(work / "lens", "wb") as lens_file:
         while True:
             keys, tfs, ids = [], [], []
             first = num_docs
             while len(ids) < chunk_docs and (item := next(batches, None)) is not None:
-                batch_ids, (local_vocab, local_ids, n) = item
+                source, batch_ids, new_terms, local_ids, n = item
+                for doc_id in batch_ids:
+                    if doc_id in seen:
+                        raise InvalidInput(f"duplicate document id {doc_id!r}")
+                    seen.add(doc_id)
                 # ids in order of first appearance, as BM25Retriever.build numbers them: a
-                # batch's own vocabulary is in that order already
+                # process's new terms come in that order, and a term new to the corpus is new
+                # to the process that meets it first (batches are taken in corpus order)
                 add = term_index.setdefault  # a new term gets the next id (len before insertion)
-                to_global = np.array([add(t, len(term_index)) for t in local_vocab], dtype=np.int64)
-                tids = to_global[local_ids]
+                added = np.fromiter((add(t, len(term_index)) for t in new_terms), np.int64, len(new_terms))
+                table = to_global[source] = np.concatenate((to_global.get(source, added[:0]), added))
                 docs_of = np.repeat(np.arange(num_docs, num_docs + len(batch_ids), dtype=np.int64), n)
-                key, tf = np.unique(docs_of << 32 | tids, return_counts=True)
+                key, tf = np.unique(docs_of << 32 | table[local_ids], return_counts=True)
                 keys.append(key)
                 tfs.append(tf.astype(np.int32))
                 n.tofile(lens_file)
                 ids.extend(batch_ids)
                 num_docs += len(batch_ids)
+                bar.update(len(batch_ids))
             if not ids:
                 break
             key = np.concatenate(keys)
@@ -231,35 +246,59 @@ def _write_runs(docs, analyzer, work: Path, chunk_docs: int, workers: int, show_
             np.save(id_file, np.array(ids, dtype=str), allow_pickle=False)
             id_files.append(id_file)
             log.debug("bm25 run %d: documents %d..%d", len(runs) - 1, first, num_docs - 1)
+    bar.close()
     return term_index, runs, id_files, num_docs
 
 
-_worker_analyzer: Analyzer | None = None
+
+_worker_terms: TermIds | None = None
 
 
 def _start_worker(config: dict) -> None:
-    global _worker_analyzer
-    _worker_analyzer = Analyzer.from_config(config)
+    global _worker_terms
+    _worker_terms = TermIds(Analyzer.from_config(config))
 
 
-def _analyze(texts: list[str], analyzer: Analyzer | None = None) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Terms of ``texts`` as the batch's own vocabulary (first-appearance order), each token's
-    number in it, and each text's token count: small to send between processes."""
-    terms = (analyzer or _worker_analyzer).analyze_many(texts)
-    flat = list(chain.from_iterable(terms))
-    # C-level passes: the terms are the analyzer's cached strings, their hashes already known
-    local = dict.fromkeys(flat)
-    number = dict(zip(local, range(len(local)), strict=True))
-    ids = np.fromiter(map(number.__getitem__, flat), dtype=np.int64, count=len(flat))
-    return list(local), ids, np.fromiter(map(len, terms), dtype=np.int32, count=len(terms))
+def _analyze(texts: list[str], ids: list[str], terms: TermIds | None = None):
+    """``texts`` as numbers in this process's own term numbering: ``(process, doc ids, terms it
+    numbered first in this call, each kept word's number (int32), each text's count)``."""
+    terms = terms or _worker_terms
+    start = len(terms.terms)
+    numbers, counts = terms.encode(texts)
+    return os.getpid(), ids, terms.terms[start:], numbers.astype(np.int32), counts
 
 
-def _analyzed(stream: Iterator[Document], analyzer: Analyzer, workers: int, size: int):
-    """``(doc ids, _analyze(texts))`` per batch of ``size`` documents, in corpus order; with
+def _analyze_lines(lines: list[bytes], source: str, first_line: int, terms: TermIds | None = None):
+    """:func:`_analyze` of lines of a BEIR ``corpus.jsonl`` (parsed here: ``FILE:LINE`` errors)."""
+    docs = list(read_jsonl(lines, source, Document.from_json, first_line))
+    return _analyze([d.contents for d in docs], [d.id for d in docs], terms)
+
+
+def _batches(docs, size: int):
+    """``(function, args)`` per batch of ``size`` documents (or corpus lines), in corpus order."""
+    if isinstance(docs, (str, os.PathLike)):
+        path = Path(docs)
+        if not path.is_file():
+            raise NotFound(f"{path} does not exist")
+        with open(path, "rb") as f:  # bytes: the parser reports a line that is not UTF-8
+            line = 1
+            while lines := list(islice(f, size)):
+                yield _analyze_lines, (lines, str(path), line)
+                line += len(lines)
+        return
+    stream = iter(docs)
+    while batch := list(islice(stream, size)):
+        yield _analyze, ([d.contents for d in batch], [d.id for d in batch])
+
+
+def _analyzed(docs, analyzer: Analyzer, workers: int, size: int):
+    """The :func:`_analyze` result of each batch of ``size`` documents, in corpus order; with
     ``workers`` > 1, analyzed in that many processes, a few batches ahead (bounded memory)."""
+    tasks = _batches(docs, size)
     if workers <= 1:
-        while batch := list(islice(stream, size)):
-            yield [d.id for d in batch], _analyze([d.contents for d in batch], analyzer)
+        terms = TermIds(analyzer)
+        for fn, args in tasks:
+            yield fn(*args, terms)
         return
     ctx = multiprocessing.get_context("spawn")  # no fork of a parent holding threads or big arrays
     with ProcessPoolExecutor(
@@ -267,12 +306,11 @@ def _analyzed(stream: Iterator[Document], analyzer: Analyzer, workers: int, size
     ) as pool:
         pending: deque = deque()
         while True:
-            while len(pending) < 3 * workers and (batch := list(islice(stream, size))):
-                pending.append(([d.id for d in batch], pool.submit(_analyze, [d.contents for d in batch])))
+            while len(pending) < 3 * workers and (task := next(tasks, None)) is not None:
+                pending.append(pool.submit(task[0], *task[1]))
             if not pending:
                 return
-            ids, future = pending.popleft()
-            yield ids, future.result()
+            yield pending.popleft().result()
 
 
 def _write_doc_ids(id_files: list[Path], dest: Path, num_docs: int) -> None:

@@ -1,4 +1,7 @@
-from cascade.retrieval.sparse.analysis import Analyzer
+import numpy as np
+import pytest
+
+from cascade.retrieval.sparse.analysis import Analyzer, TermIds
 from cascade.retrieval.sparse.porter import needs_reference, porter_stem
 
 
@@ -65,3 +68,25 @@ def test_analyze_many_matches_one_by_one_and_a_full_cache_loses_no_word(monkeypa
     a = Analyzer()
     assert [a(t) for t in texts] == one_by_one
     assert a.analyze_many(texts) == one_by_one
+
+
+@pytest.mark.parametrize("max_cache", [None, 3])
+def test_term_ids_number_terms_in_order_of_first_appearance(monkeypatch, max_cache):
+    """TermIds against the plain reading: analyze each text, number each new term as it comes."""
+    if max_cache:  # a cleared word cache must not renumber any term
+        monkeypatch.setattr("cascade.retrieval.sparse.analysis._MAX_CACHE", max_cache)
+    batches = [
+        ["Stem cells differentiate", "", "John's cells aren't CELLS", "the of and"],
+        ["Neurology of stem-cell assembly", "cells", "H₂O differentiates"],
+        [],
+        ["the", "U.S.A. grew 3.14%", "stem"],
+    ]
+    analyzer, numbers = Analyzer(), {}
+    terms = TermIds(Analyzer())
+    for texts in batches:
+        expected = [[numbers.setdefault(t, len(numbers)) for t in analyzer(x)] for x in texts]
+        ids, counts = terms.encode(iter(texts))
+        assert ids.dtype == np.int64 and counts.dtype == np.int32
+        assert counts.tolist() == [len(e) for e in expected]
+        assert ids.tolist() == [i for e in expected for i in e]
+    assert terms.terms == list(numbers)

@@ -1,10 +1,12 @@
 """The streaming BM25 build against the in-memory one: the same arrays, weights and rankings."""
 
+import json
+
 import numpy as np
 import pytest
 
 from cascade.eval.synthetic import CorpusSpec, Synthetic
-from cascade.retrieval.errors import InvalidInput
+from cascade.retrieval.errors import InvalidInput, NotFound
 from cascade.retrieval.sparse.bm25 import WEIGHTS_FORMAT_VERSION, BM25Retriever
 from cascade.retrieval.sparse.bm25_build import build_streaming
 from cascade.retrieval.storage import read_manifest
@@ -93,3 +95,44 @@ def test_streaming_build_refuses_bad_input_and_keeps_the_old_index(corpus, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["idx"]  # no runs or temp dirs left
     with pytest.raises(InvalidInput, match="variant"):
         build_streaming(docs, tmp_path / "x", variant="nope", show_progress=False)
+
+
+def _write_corpus(path, docs, extra_lines=()):
+    lines = [json.dumps({"_id": d.id, "title": d.title, "text": d.text}) for d in docs]
+    for at, line in extra_lines:
+        lines.insert(at, line)
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_streaming_build_from_a_corpus_file_equals_the_document_stream(corpus, tmp_path, workers):
+    """The tokenizing processes parse a BEIR corpus.jsonl themselves: the same index."""
+    docs, queries = corpus
+    path = _write_corpus(tmp_path / "corpus.jsonl", docs, [(100, ""), (300, "   ")])  # blank lines skipped
+    build_streaming(path, tmp_path / "file", chunk_docs=64, workers=workers, show_progress=False)
+    build_streaming(iter(docs), tmp_path / "docs", chunk_docs=64, show_progress=False)
+    got, ref = BM25Retriever.load(tmp_path / "file"), BM25Retriever.load(tmp_path / "docs")
+    assert got.vocab == ref.vocab
+    for name in (*ARRAYS, "weights"):
+        assert np.array_equal(np.load(tmp_path / "file" / f"{name}.npy"), np.load(tmp_path / "docs" / f"{name}.npy"))
+    assert got.search(queries, k=10) == ref.search(queries, k=10)
+
+
+def test_streaming_build_from_a_file_reports_the_bad_line_and_keeps_the_old_index(corpus, tmp_path):
+    docs, _ = corpus
+    build_streaming(docs[:10], tmp_path / "idx", show_progress=False)
+    bad = _write_corpus(tmp_path / "bad.jsonl", docs[:20], [(13, '{"_id": "x", "text": '), (16, "")])
+    # batches of 2 lines over 2 processes: the error comes from a worker, with the file's line number
+    with pytest.raises(InvalidInput, match=r"bad\.jsonl:14: invalid JSON"):
+        build_streaming(bad, tmp_path / "idx", chunk_docs=2, workers=2, show_progress=False)
+    no_text = _write_corpus(tmp_path / "no_text.jsonl", docs[:5], [(3, '{"_id": "y"}')])
+    with pytest.raises(InvalidInput, match=r"no_text\.jsonl:4: expected an object with '_id' and 'text'"):
+        build_streaming(no_text, tmp_path / "idx", show_progress=False)
+    dup = _write_corpus(tmp_path / "dup.jsonl", [*docs[:5], docs[2]])
+    with pytest.raises(InvalidInput, match=f"duplicate document id {docs[2].id!r}"):
+        build_streaming(dup, tmp_path / "idx", chunk_docs=2, workers=2, show_progress=False)
+    with pytest.raises(NotFound):
+        build_streaming(tmp_path / "missing.jsonl", tmp_path / "idx", show_progress=False)
+    assert BM25Retriever.load(tmp_path / "idx").num_docs == 10
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".jsonl")) == ["idx"]
