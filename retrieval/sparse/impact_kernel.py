@@ -8,8 +8,11 @@ order), the order :meth:`Ranking.from_scores` gives.
 - :func:`exact_top_k`: term-at-a-time over the full posting lists into a dense score
   accumulator, then a k-selection: over the documents touched when they are few, else over
   chunks of 8 documents whose maximum reaches a bound of the k-th score; up to k=32 through a
-  sorted buffer, above through score buckets. It reads every posting of the query's terms
-  once, sequentially, with no per-posting branch; BM25 uses it too. Why not MaxScore: the
+  sorted buffer, above through score buckets. On a corpus of more than :data:`LARGE_CORPUS`
+  documents the accumulator is too large for the cache: the documents are taken in blocks
+  whose accumulator stays in it, each term's postings of a block added in turn, with a
+  bound of the k-th score that rises as blocks are done. It reads every posting of the
+  query's terms once, sequentially, with no per-posting branch; BM25 uses it too. Why not MaxScore: the
   dense accumulator stays in cache and costs little per posting, less than the bookkeeping
   that skipping needs, and completing candidates by lookups makes each lookup a cache miss.
   Without numba the vectorized MaxScore of :mod:`cascade.retrieval.sparse.impact_search` runs instead.
@@ -211,12 +214,71 @@ def _scan_chunks(acc, n_chunks, k, buf, keep_c, keep_m, keep_v, cand_d, cand_s):
     return nc
 
 
+#: Documents per block of the large-corpus path: their float64 scores (256 KB) stay in the
+#: core's cache while the query's postings of the block are added.
+_BLOCK = 1 << 15
+#: Corpora of more documents than this take the blocked path: past it the whole accumulator
+#: (8 bytes a document) outgrows the core's cache and spans more pages than the TLB maps, so
+#: a posting added at random costs a cache and a TLB miss.
+LARGE_CORPUS = 1 << 17
+
+
+@inline
+def _blocked_candidates(indptr, docs, impacts, q_terms, q_weights, lo, hi, n_docs, k, block, acc, cur, touched,
+                        cand_d, cand_s):  # fmt: skip
+    """Candidates on a large corpus, block by block of ``block`` documents: each query
+    term's postings of the block (a contiguous run: doc numbers ascend within a term) are
+    added into the block's accumulator, the documents touched first recorded as on the
+    sparse path; then each touched score is read, zeroed, and kept if it reaches ``theta``.
+    ``theta`` only rises: when candidates pile up it becomes a lower bound of their k-th
+    score (:func:`_kth_bound`) and those below it go. Returns the count; every document of
+    the exact top k (ties included) is among the candidates."""
+    for j in range(lo, hi):
+        cur[j - lo] = indptr[q_terms[j]]
+    theta, nc, limit = 0.0, 0, max(4 * k, 4096)
+    for d0 in range(0, n_docs, block):
+        d1 = min(d0 + block, n_docs)
+        nt = 0
+        for j in range(lo, hi):
+            t, w = q_terms[j], q_weights[j]
+            p = cur[j - lo]
+            e = p + np.searchsorted(docs[p : indptr[t + 1]], d1)
+            for q in range(np.uintp(p), np.uintp(e)):
+                d = np.uintp(docs[q]) - np.uintp(d0)
+                touched[nt] = d
+                nt += acc[d] == 0.0
+                acc[d] += w * impacts[q]
+            cur[j - lo] = e
+        for i in range(nt):
+            d = touched[i]
+            s = acc[d]
+            acc[d] = 0.0
+            if s >= theta:
+                cand_d[nc] = d0 + d
+                cand_s[nc] = s
+                nc += 1
+        if nc >= limit:
+            theta = max(theta, _kth_bound(cand_s, nc, k))
+            kept = 0
+            for i in range(nc):
+                if cand_s[i] >= theta:
+                    cand_d[kept] = cand_d[i]
+                    cand_s[kept] = cand_s[i]
+                    kept += 1
+            nc = kept
+            limit = max(limit, 2 * nc)  # many ties at theta: compact less often
+    return nc
+
+
 @jit
-def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k):
+def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k, large_corpus=LARGE_CORPUS,
+                block=_BLOCK):  # fmt: skip
     """Exact top ``k`` of every query row: (docs (n, k) int64, scores (n, k) float64, counts).
 
     Impacts and query weights must be > 0 (a zero cell of the accumulator marks an unseen
-    document); impacts of any numeric dtype, summed in float64.
+    document); impacts of any numeric dtype, summed in float64. ``large_corpus`` and
+    ``block``: corpora of more documents are searched by blocks of that many (tests set
+    them low to run the blocked path on small data).
     """
     n_q, n_docs = len(q_indptr) - 1, len(id_rank)
     out_docs = np.full((n_q, k), -1, dtype=np.int64)
@@ -229,13 +291,18 @@ def exact_top_k(indptr, docs, impacts, id_rank, q_indptr, q_terms, q_weights, k)
     cand_s = np.empty(n_docs + 1)
     buf, best_s, best_d = np.empty(k), np.empty(k), np.empty(k, dtype=np.int64)
     keep_c, keep_m, keep_v = np.empty(n_chunks, dtype=np.int64), np.empty(n_chunks), np.empty(n_chunks * 8)
+    cur = np.empty(max(1, np.max(np.diff(q_indptr)) if n_q else 1), dtype=np.int64)
+    touched = np.empty(min(block, n_docs) + 1, dtype=np.int64)
     for r in range(n_q):
         lo, hi = q_indptr[r], q_indptr[r + 1]
         n_postings = 0
         for j in range(lo, hi):
             n_postings += indptr[q_terms[j] + 1] - indptr[q_terms[j]]
         nc = 0
-        if n_postings * 4 > n_docs:
+        if n_docs > large_corpus:
+            nc = _blocked_candidates(indptr, docs, impacts, q_terms, q_weights, lo, hi, n_docs, k, block, acc,
+                                     cur, touched, cand_d, cand_s)  # fmt: skip
+        elif n_postings * 4 > n_docs:
             # Most documents are touched: accumulate without bookkeeping, then read chunks
             # of 8. The k-th largest chunk maximum bounds the k-th score from below (k chunks
             # each hold a document that high), so only chunks reaching it hold candidates.

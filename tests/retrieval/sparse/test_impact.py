@@ -345,3 +345,35 @@ def test_query_matrix_of_the_caller_is_not_reordered():
     m = vectors_to_csr(q, [f"t{i}" for i in range(5)])
     assert m.indices.tolist() == [1, 3] and m.data.tolist() == [1.0, 2.0]
     assert q.indices.tolist() == [3, 1] and q.data.tolist() == [2.0, 1.0]
+
+
+@pytest.mark.skipif(not _numba(), reason="numba not installed")
+@pytest.mark.parametrize("block", [1, 7, 64, 10_000])
+def test_blocked_path_of_large_corpora_equals_the_in_cache_paths(block):
+    """The kernel's path for corpora past LARGE_CORPUS, run on small data with small blocks:
+    the same docs, scores and counts as the other paths (ties, large k, equal scores)."""
+    from cascade.retrieval.sparse import impact_kernel
+
+    rng = np.random.default_rng(11)
+    n = 1001
+    rare = sp.random(n, 400, density=0.01, random_state=rng, data_rvs=lambda s: rng.integers(1, 4, s))
+    common = sp.random(n, 3, density=0.7, random_state=rng, data_rvs=lambda s: rng.integers(1, 4, s))
+    flat = sp.csr_matrix(np.full((n, 1), 2))  # every document the same impact: a crowd of ties
+    docs = sp.hstack([rare, common, flat]).tocsr()
+    ids = [f"d{rng.integers(10**6)}-{i}" for i in range(n)]
+    index = ImpactRetriever.from_vectors(ids, docs, [f"t{i}" for i in range(404)], 1.0)
+    rows = [rng.choice(400, 3, replace=False) for _ in range(20)] + [np.r_[400, 401, 402, i] for i in range(5)]
+    rows += [np.r_[403], np.r_[5, 403], np.r_[0]]
+    queries = sp.csr_matrix(
+        (np.concatenate([rng.integers(1, 3, len(r)) for r in rows]).astype(float),
+         np.concatenate(rows), np.r_[0, np.cumsum([len(r) for r in rows])]), shape=(len(rows), 404),
+    )  # fmt: skip
+    f, q = index.full, queries.tocsr()
+    q.sort_indices()
+    args = (f.indptr, f.docs, f.impacts, index.id_rank, q.indptr, q.indices.astype(np.int64), q.data)
+    for k in (1, 3, 10, 33, 500, 1200):
+        ref = impact_kernel.exact_top_k(*args, k)
+        got = impact_kernel.exact_top_k(*args, k, 0, block)
+        for a, b in zip(ref, got, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert index.search_vectors(queries, 10) == _brute(ids, docs, queries, 10)
