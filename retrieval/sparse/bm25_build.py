@@ -329,6 +329,9 @@ def _merge(runs: list[_Run], indptr: np.ndarray, df: np.ndarray, doc_lens: np.nd
     # the statistics exactly as BM25Retriever._weight_matrix takes them, so weights match bit for bit
     dff = df.astype(np.float64)
     n_docs, total = len(doc_lens), float(doc_lens.sum())
+    scoring = VARIANTS[variant]
+    norms = scoring.norm(doc_lens, total / n_docs, k1, b)  # per document and per term, once
+    idf = scoring.idf(dff, dff, n_docs)
     writers = {n: _NpyWriter(out / f"{n}.npy", dt, nnz) for n, dt in
                (("postings", np.int32), ("tfs", np.int32), ("weights", np.float32))}  # fmt: skip
     bar = progress(total=nnz, desc="bm25 merge", unit="posting", enabled=show_progress)
@@ -352,19 +355,10 @@ def _merge(runs: list[_Run], indptr: np.ndarray, df: np.ndarray, doc_lens: np.nd
                 docs[dest], tfs[dest] = run_docs, run_tfs
                 fill[: len(counts)] += counts
             term_of_posting = np.repeat(np.arange(t0, t1), df[t0:t1])
-            idf, tf_part = VARIANTS[variant](
-                tfs.astype(np.float64),
-                doc_lens[docs].astype(np.float64),
-                dff,
-                dff,
-                n_docs,
-                total / n_docs,
-                k1,
-                b,
-            )
+            weights = scoring.weights(tfs, norms[docs], idf[term_of_posting], k1)
             writers["postings"].write(docs)
             writers["tfs"].write(tfs)
-            writers["weights"].write((idf[term_of_posting] * tf_part).astype(np.float32))
+            writers["weights"].write(weights)
             bar.update(size)
             t0 = t1
     except BaseException:
