@@ -34,6 +34,10 @@ def test_impact_family(tmp_path):
     # both approximate searches find most of the exact top 10, neither all of it for free
     assert rows["cascade approx"]["recall@10"] > 0.8 and rows["seismic"]["recall@10"] > 0.5
     assert rows["cascade approx"]["index_gb"] > rows["cascade exact"]["index_gb"]  # blocks added
+    # past approx_max_size the approximate mode is not built: the row is left out, with a note
+    res = scale_impact.run([3000], tmp_path, queries=40, rounds=1, approx_max_size=1000, seismic=False)
+    assert [r["system"] for r in res["rows"]] == ["cascade exact"]
+    assert "approx_max_size=1000" in res["settings"]["approx_3000"]
 
 
 def test_dense_family(tmp_path):
